@@ -1,0 +1,98 @@
+"""Text → token windows for calibration (random, seeded) and evaluation (non-overlapping)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+class DataError(ValueError):
+    """Calibration or evaluation text that cannot serve the request."""
+
+
+def read_texts(sources: str | Path | Sequence[str | Path]) -> str:
+    """Concatenate local text files; a name that is no file is tried as a `datasets` dataset."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    parts = []
+    for src in sources:
+        p = Path(src)
+        if p.is_file():
+            parts.append(p.read_text(encoding="utf-8", errors="replace"))
+        elif p.is_dir():
+            files = sorted(p.glob("*.txt"))
+            if not files:
+                raise DataError(f"directory {p} holds no .txt files")
+            parts.extend(f.read_text(encoding="utf-8", errors="replace") for f in files)
+        else:
+            parts.append(_from_datasets(str(src)))
+    text = "\n".join(parts)
+    if not text.strip():
+        raise DataError(f"the text in {', '.join(map(str, sources))} is empty")
+    return text
+
+
+def _from_datasets(name: str) -> str:
+    """'name[:config[:split]]' from the `datasets` library (only when it is installed and reachable)."""
+    try:
+        import datasets  # noqa: PLC0415
+    except ImportError:
+        raise DataError(
+            f"{name!r} is not a file or directory, and the optional `datasets` package is not installed "
+            "to load it as a dataset (pip install datasets)"
+        ) from None
+    bits = name.split(":")
+    try:
+        ds = datasets.load_dataset(bits[0], bits[1] if len(bits) > 1 and bits[1] else None,
+                                   split=bits[2] if len(bits) > 2 else "train")
+    except Exception as e:  # noqa: BLE001 - any loader failure is a data error for the user
+        raise DataError(f"{name!r} is not a file, and loading it as a dataset failed: {e}") from None
+    col = "text" if "text" in ds.column_names else ds.column_names[0]
+    return "\n\n".join(ds[col])
+
+
+def tokenize(tokenizer, text: str) -> torch.Tensor:
+    """The whole text as one 1-D tensor of token ids."""
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, verbose=False)["input_ids"][0]
+    return ids.to(torch.long)
+
+
+def calibration_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int = 0) -> torch.Tensor:
+    """``nsamples`` random windows of ``seqlen`` tokens (nsamples × seqlen), reproducible for a seed."""
+    if nsamples < 1 or seqlen < 2:
+        raise DataError(f"need nsamples ≥ 1 and seqlen ≥ 2, got {nsamples} × {seqlen}")
+    n = ids.numel()
+    if n < seqlen + 1:
+        raise DataError(
+            f"calibration text has {n} tokens; {nsamples} windows of {seqlen} tokens need at least "
+            f"{seqlen + 1} tokens (ideally ≥ {nsamples * seqlen} for distinct windows): give more text, "
+            "or lower --seqlen / --nsamples"
+        )
+    if n < nsamples * seqlen:
+        raise DataError(
+            f"calibration text has {n} tokens, but {nsamples} × {seqlen} = {nsamples * seqlen} are needed: "
+            "give more text, or lower --nsamples / --seqlen"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, n - seqlen, (nsamples,), generator=gen)
+    return torch.stack([ids[s : s + seqlen] for s in starts.tolist()])
+
+
+def eval_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
+    """Non-overlapping windows (the WikiText-2 protocol): n_windows × seqlen, the tail is dropped."""
+    n = ids.numel() // seqlen
+    if n == 0:
+        raise DataError(f"evaluation text has {ids.numel()} tokens, fewer than one window of {seqlen}")
+    if max_windows is not None:
+        n = min(n, max_windows)
+    return ids[: n * seqlen].reshape(n, seqlen)
+
+
+def context_length(model, cap: int = 2048) -> int:
+    cfg = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return min(v, cap)
+    return cap
