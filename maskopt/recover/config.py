@@ -1,0 +1,111 @@
+"""Dataclass configs of the two recovery stages (reconstruction, PERP retraining)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+GRANULARITIES = ("matrix", "subblock", "block", "blocks")
+PERP_MODES = ("norms_biases", "masklora", "scalelora")
+
+
+class RecoveryError(FloatingPointError):
+    """The loss became non-finite; the unit (or model) was restored to its state before."""
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+@dataclass
+class ReconstructConfig:
+    """Layer-wise reconstruction: fit each unit of the pruned model to the dense model's outputs.
+
+    ``granularity``: 'matrix' (closed-form masked least squares per linear, optional gradient
+    steps), 'subblock' (attention and MLP separately; default), 'block', or 'blocks'
+    (``n_blocks`` consecutive blocks). Targets are the dense unit's outputs on dense inputs;
+    inputs are the pruned model's inputs to the unit (``dense_inputs=True``: the dense ones).
+    AdamW with MSE loss; ``batch_size`` sequences per step (capped by the capture batch).
+    """
+
+    granularity: str = "subblock"
+    n_blocks: int = 2
+    lr: float = 1e-5
+    epochs: int = 1
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    dense_inputs: bool = False
+    train_norms_biases: bool = False
+    matrix_lstsq: bool = True  # closed form for 'matrix'; False: gradient steps only
+    matrix_grad_steps: int = 0  # AdamW epochs over the cached data after the closed form
+    damp: float = 1e-6  # relative ridge of the least squares: λ = damp · mean(diag G)
+    revert_if_worse: bool = True  # keep the unit as it was if its MSE went up
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on a bad setting (also called by the recovery functions)."""
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        _positive("lr", self.lr)
+        if self.epochs < 0 or self.matrix_grad_steps < 0:
+            raise ValueError("epochs and matrix_grad_steps must be ≥ 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.n_blocks < 1:
+            raise ValueError(f"n_blocks must be ≥ 1, got {self.n_blocks}")
+        if self.damp < 0 or self.weight_decay < 0:
+            raise ValueError("damp and weight_decay must be ≥ 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PERPConfig:
+    """Parameter-efficient retraining with the language-modelling loss.
+
+    ``mode``: 'norms_biases' (only biases and normalization parameters), 'masklora'
+    (plus W + (α/r)·M⊙(BA)) or 'scalelora' (plus W⊙(BA)); LoRA is merged at the end.
+    ``steps`` (if set) overrides ``epochs``. Linear warm-up over ``warmup`` of the steps, then
+    linear decay to 0.
+    """
+
+    mode: str = "masklora"
+    r: int = 16
+    alpha: float = 32.0
+    lr: float = 5e-4
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int = 8
+    warmup: float = 0.1
+    weight_decay: float = 0.0
+    grad_checkpointing: bool = False
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on a bad setting (also called by the recovery functions)."""
+        if self.mode not in PERP_MODES:
+            raise ValueError(f"mode must be one of {PERP_MODES}, got {self.mode!r}")
+        _positive("lr", self.lr)
+        if self.r < 1:
+            raise ValueError(f"LoRA rank r must be ≥ 1, got {self.r}")
+        _positive("alpha", self.alpha)
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be ≥ 1 (or None to use epochs), got {self.steps}")
+        if self.steps is None and self.epochs < 1:
+            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

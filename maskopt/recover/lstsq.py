@@ -1,0 +1,62 @@
+"""Closed-form least squares on the kept weights of every row (pure functions).
+
+Fit rows ŵ_i (support S_i = kept entries of row i) to targets y_i ≈ ŵ_i X:
+
+    min_ŵ ‖Y − Ŵ X‖²_F  ⇔  min Σ_i ŵ_iᵀ G ŵ_i − 2 ŵ_iᵀ b_i,   G = X Xᵀ,  B = Y Xᵀ,
+
+solved per row by ŵ_{i,S} = (G_SS + λI)⁻¹ b_{i,S}, ŵ_{i,¬S} = 0. For the dense layer's own
+outputs on the same inputs, B = W G and the objective is the layer error Σ_i r_iᵀ G r_i.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def row_objective(W: torch.Tensor, G: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """f_i(w_i) = w_iᵀ G w_i − 2 w_iᵀ b_i per row (float64); ‖y_i − w_i X‖² up to a constant."""
+    W, G, B = W.double(), G.double(), B.double()
+    return ((W @ G) * W).sum(1) - 2 * (W * B).sum(1)
+
+
+def masked_lstsq(
+    G: torch.Tensor, B: torch.Tensor, mask: torch.Tensor, *, damp: float = 0.0,
+    W0: torch.Tensor | None = None, chunk_elems: int = 2**25,
+) -> torch.Tensor:
+    """Per-row optimum of f_i on the support ``mask[i]`` (float64, zeros off the support).
+
+    ``damp``: ridge λ = damp · mean(diag G). ``W0`` (optional, the current weights): a row is
+    only replaced where its objective does not go up, so f never increases versus W0.
+    Each row solves the d×d system diag(m) G diag(m) + diag(1 − m) + λ diag(m), whose
+    solution is exactly zero off the support; rows are solved in chunks of ``chunk_elems``.
+    """
+    rows, d = mask.shape
+    if tuple(G.shape) != (d, d) or tuple(B.shape) != (rows, d):
+        raise ValueError(f"shapes do not match: G {tuple(G.shape)}, B {tuple(B.shape)}, mask {tuple(mask.shape)}")
+    G = G.double()
+    B = B.double()
+    m = mask.to(torch.float64)
+    lam = damp * float(G.diagonal().mean()) if damp > 0 else 0.0
+    out = torch.zeros(rows, d, dtype=torch.float64, device=G.device)
+    step = max(1, chunk_elems // (d * d))
+    for s in range(0, rows, step):
+        mm = m[s : s + step]  # (c, d)
+        A = mm[:, :, None] * G[None] * mm[:, None, :]
+        A = A + torch.diag_embed((1 - mm) + lam * mm)
+        rhs = (mm * B[s : s + step])[:, :, None]
+        L, info = torch.linalg.cholesky_ex(A)
+        sol = torch.cholesky_solve(rhs, L)[:, :, 0]
+        bad = info != 0
+        if bad.any():  # singular G_SS without damping: minimum-norm solution
+            sol[bad] = (torch.linalg.pinv(A[bad]) @ rhs[bad])[:, :, 0]
+        out[s : s + step] = sol * mm
+    if W0 is not None:
+        W0 = W0.double() * m
+        worse = row_objective(out, G, B) > row_objective(W0, G, B)
+        out[worse] = W0[worse]
+    return out
+
+
+def layer_lstsq(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, *, damp: float = 0.0) -> torch.Tensor:
+    """Kept weights that minimize the layer error Σ_i (w_i − ŵ_i)ᵀ G (w_i − ŵ_i) (B = W G)."""
+    B = W.double() @ G.double()
+    return masked_lstsq(G, B, mask, damp=damp, W0=W * mask).to(W.dtype)

@@ -1,0 +1,272 @@
+"""Layer-wise reconstruction after pruning ("A Free Lunch in LLM Compression", Zimmer et al.).
+
+Sequential pass over the blocks with two streams: the dense model gives each unit's target
+Y = f_dense(X_dense); the pruned model gives its inputs X (pruned inputs by default, so the
+errors of earlier, already reconstructed units are seen). Each unit minimizes
+MSE(f_unit(X), Y) over its kept weights (masks M = W ≠ 0 fixed: W ← W ⊙ M after every step),
+by AdamW, or in closed form per matrix (see lstsq.py). Only the current unit's block(s) and
+its cached inputs/targets need to be on the device.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..adapters import get_adapter
+from ..calibrate import Batch, _move_non_blocks, _to, capture_block_inputs, run_block
+from .config import ReconstructConfig, RecoveryError
+from .lstsq import masked_lstsq
+from .params import apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
+from .units import Unit, UnitInput, block_inputs, capture_tap, cast_floats, make_units
+
+
+def check_windows(windows: torch.Tensor) -> None:
+    if not isinstance(windows, torch.Tensor) or windows.ndim != 2 or windows.numel() == 0:
+        shape = tuple(windows.shape) if isinstance(windows, torch.Tensor) else type(windows).__name__
+        raise ValueError(f"need a non-empty (n × seqlen) tensor of token windows, got {shape}: "
+                         "the calibration/training text is empty or too short")
+    if windows.shape[1] < 2:
+        raise ValueError(f"token windows need ≥ 2 tokens, got {windows.shape[1]}")
+
+
+def _minibatches(inputs: list[UnitInput], targets: list[torch.Tensor], size: int):
+    """(input, target) pairs of at most ``size`` sequences, splitting the captured batches."""
+    for x, y in zip(inputs, targets):
+        n = x.hidden.shape[0]
+        for s in range(0, n, size):
+            sl = slice(s, min(s + size, n))
+            yield (x if size >= n else x.slice(sl)), (y if size >= n else y[sl])
+
+
+@torch.no_grad()
+def unit_mse(unit: Unit, inputs: list[UnitInput], targets: list[torch.Tensor], device: torch.device,
+             dtype: torch.dtype) -> float:
+    """Mean squared error of the unit's outputs versus the targets over all cached data."""
+    total, count = 0.0, 0
+    for x, y in zip(inputs, targets):
+        out = unit.call(_dev(x, device, dtype))
+        total += float(F.mse_loss(out.float(), y.to(device).float(), reduction="sum"))
+        count += y.numel()
+    return total / max(count, 1)
+
+
+def _dev(x: UnitInput, device: torch.device, dtype: torch.dtype) -> UnitInput:
+    """A unit input on the compute device, floating tensors in the working dtype."""
+    return UnitInput(x.hidden.to(device, dtype), cast_floats(_to(x.args, device), dtype),
+                     cast_floats(_to(x.kwargs, device), dtype), x.hidden_kw)
+
+
+def _trainable(unit: Unit, config: ReconstructConfig) -> list[nn.Parameter]:
+    params = [m.weight for m in unit.linears.values()]
+    if config.train_norms_biases:
+        seen = {id(p) for p in params}
+        for owner in unit.owners:
+            for p in norm_and_bias_params(owner).values():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    return params
+
+
+def _fit_adam(unit: Unit, params: list[nn.Parameter], masks: dict[str, torch.Tensor], inputs: list[UnitInput],
+              targets: list[torch.Tensor], epochs: int, config: ReconstructConfig, device: torch.device,
+              dtype: torch.dtype) -> int:
+    """AdamW on MSE(unit(x), y); W ← W ⊙ M after every step. Returns the number of steps."""
+    if epochs == 0:
+        return 0
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    order = list(range(len(inputs)))
+    steps = 0
+    try:
+        for _ in range(epochs):
+            perm = torch.randperm(len(order), generator=gen).tolist()
+            for x, y in _minibatches([inputs[j] for j in perm], [targets[j] for j in perm], config.batch_size):
+                out = unit.call(_dev(x, device, dtype))
+                loss = F.mse_loss(out.float(), y.to(device).float())
+                if not torch.isfinite(loss):
+                    raise RecoveryError(f"{unit.name}: reconstruction loss became {float(loss)} after {steps} steps "
+                                        f"(lr={config.lr}); the unit was restored")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                apply_masks(unit.linears, masks)
+                steps += 1
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+    return steps
+
+
+@torch.no_grad()
+def _fit_lstsq(unit: Unit, adapter, masks: dict[str, torch.Tensor], inputs: list[UnitInput],
+               targets: list[torch.Tensor], config: ReconstructConfig, device: torch.device) -> None:
+    """Closed form for a single linear: G = Σ x xᵀ, B = Σ (y − bias) xᵀ, per-row least squares."""
+    ((name, module),) = unit.linears.items()
+    W = adapter.get_weight(module)
+    d = W.shape[1]
+    G = torch.zeros(d, d, dtype=torch.float64, device=device)
+    B = torch.zeros(W.shape[0], d, dtype=torch.float64, device=device)
+    bias = getattr(module, "bias", None)
+    for x, y in zip(inputs, targets):
+        X = x.hidden.to(device).reshape(-1, d).double()
+        Y = y.to(device).reshape(-1, W.shape[0]).double()
+        if bias is not None:
+            Y = Y - bias.double()
+        G += X.T @ X
+        B += Y.T @ X
+    mask = W != 0
+    new = masked_lstsq(G, B, mask, damp=config.damp, W0=W)
+    if not torch.isfinite(new).all():
+        raise RecoveryError(f"{unit.name}: least squares gave NaN/Inf; the unit was restored")
+    adapter.set_weight(module, new)
+    apply_masks(unit.linears, masks)
+
+
+def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: list[torch.Tensor],
+                      config: ReconstructConfig, device: torch.device) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    params = _trainable(unit, config)
+    masks = weight_masks(unit.linears)
+    snap = snapshot(params)
+    orig_dtype = params[0].dtype
+    work = torch.float32 if orig_dtype in (torch.float16, torch.bfloat16) else orig_dtype
+    if work != orig_dtype:
+        for o in unit.owners:
+            o.to(work)
+    try:
+        before = unit_mse(unit, inputs, targets, device, work)
+        if not math.isfinite(before):
+            raise RecoveryError(f"{unit.name}: the unit's MSE is already {before} before reconstruction")
+        steps = 0
+        if config.granularity == "matrix":
+            if config.matrix_lstsq:
+                _fit_lstsq(unit, adapter, masks, inputs, targets, config, device)
+            steps = _fit_adam(unit, params, masks, inputs, targets, config.matrix_grad_steps
+                              if config.matrix_lstsq else max(config.matrix_grad_steps, config.epochs),
+                              config, device, work)
+        else:
+            steps = _fit_adam(unit, params, masks, inputs, targets, config.epochs, config, device, work)
+        after = unit_mse(unit, inputs, targets, device, work)
+        if not math.isfinite(after):
+            raise RecoveryError(f"{unit.name}: reconstruction made the unit's MSE {after}; the unit was restored")
+        reverted = config.revert_if_worse and after > before
+        if reverted:
+            restore(snap)
+            after = before
+    except BaseException:
+        restore(snap)
+        raise
+    finally:
+        if work != orig_dtype:
+            for o in unit.owners:
+                o.to(orig_dtype)
+        apply_masks(unit.linears, masks)
+    return {"unit": unit.name, "mse_before": before, "mse_after": after, "steps": steps,
+            "reverted": reverted, "seconds": time.perf_counter() - t0}
+
+
+def _unit_data(unit: Unit, pblocks: nn.ModuleList, dblocks: nn.ModuleList, dunit: Unit,
+               p_in: list[Batch], d_in: list[Batch], config: ReconstructConfig, device: torch.device,
+               store: torch.device) -> tuple[list[UnitInput], list[torch.Tensor]]:
+    """Inputs (pruned stream, or dense with ``dense_inputs``) and dense targets of one unit."""
+    if unit.tap is None:  # whole block(s): inputs are the block inputs, targets the dense blocks' outputs
+        targets_b = d_in
+        for i in unit.blocks:
+            targets_b = run_block(dblocks[i], targets_b, device)
+        targets = [b.hidden.to(store) for b in targets_b]
+        return block_inputs(d_in if config.dense_inputs else p_in), targets
+    (i,) = unit.blocks
+    d_x, targets = capture_tap(dblocks[i], d_in, dunit.tap, device, store,
+                               inputs=config.dense_inputs, outputs=True)
+    if config.dense_inputs:
+        return d_x, targets
+    p_x, _ = capture_tap(pblocks[i], p_in, unit.tap, device, store, inputs=True, outputs=False)
+    return p_x, targets
+
+
+def reconstruct(
+    pruned_model: nn.Module, dense_model: nn.Module, windows: torch.Tensor, config: ReconstructConfig | None = None,
+    *, device: str | torch.device = "cpu", batch_size: int = 8, offload: bool = True, progress: bool = True,
+) -> dict[str, Any]:
+    """Reconstruct every unit of ``pruned_model`` (in place) towards ``dense_model`` on ``windows``.
+
+    ``batch_size``: sequences per forward when capturing (optimizer steps use ``config.batch_size``,
+    at most this). Returns {'units': [{unit, mse_before, mse_after, steps, reverted, seconds}],
+    'mse_before'/'mse_after' (means over units), 'seconds', 'config'}.
+    Raises ValueError on bad settings/inputs and RecoveryError (a FloatingPointError) on a
+    non-finite loss, with the failing unit restored (earlier units stay reconstructed).
+    """
+    config = config or ReconstructConfig()
+    config.validate()
+    check_windows(windows)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    adapter = get_adapter(pruned_model)
+    if get_adapter(dense_model) is not adapter:
+        raise ValueError("the pruned and the dense model are of different families")
+    pblocks, dblocks = adapter.get_blocks(pruned_model), adapter.get_blocks(dense_model)
+    if len(pblocks) != len(dblocks):
+        raise ValueError(f"the pruned model has {len(pblocks)} blocks, the dense model {len(dblocks)}")
+    device = torch.device(device)
+    offload = offload and device.type != "cpu"
+    store = torch.device("cpu") if offload else device
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    with frozen(pruned_model, dense_model):
+        for model in (pruned_model, dense_model):
+            if offload:
+                _move_non_blocks(model, adapter, device)
+            else:
+                model.to(device)
+        p_in = capture_block_inputs(pruned_model, adapter, windows, device, batch_size, store_device=store)
+        d_in = capture_block_inputs(dense_model, adapter, windows, device, batch_size, store_device=store)
+        step = config.n_blocks if config.granularity == "blocks" else 1
+        chunks = [list(range(s, min(s + step, len(pblocks)))) for s in range(0, len(pblocks), step)]
+        bar = tqdm(total=sum(len(make_units(adapter, pblocks, c, config.granularity)) for c in chunks),
+                   desc=f"reconstruct ({config.granularity})", disable=not progress)
+        try:
+            for chunk in chunks:
+                for i in chunk:
+                    pblocks[i].to(device)
+                    dblocks[i].to(device)
+                punits = make_units(adapter, pblocks, chunk, config.granularity)
+                dunits = make_units(adapter, dblocks, chunk, config.granularity)
+                for unit, dunit in zip(punits, dunits):
+                    xs, ys = _unit_data(unit, pblocks, dblocks, dunit, p_in, d_in, config, device, store)
+                    res = _reconstruct_unit(unit, adapter, xs, ys, config, device)
+                    results.append(res)
+                    bar.set_postfix(unit=unit.name, mse=f"{res['mse_before']:.3g}→{res['mse_after']:.3g}")
+                    bar.update(1)
+                    del xs, ys
+                for i in chunk:
+                    p_in = run_block(pblocks[i], p_in, device)
+                    d_in = run_block(dblocks[i], d_in, device)
+                    if offload:
+                        pblocks[i].to("cpu")
+                        dblocks[i].to("cpu")
+                if not all(torch.isfinite(b.hidden).all() for b in p_in):
+                    raise RecoveryError(f"blocks {chunk} of the reconstructed model produce NaN/Inf activations")
+        finally:
+            bar.close()
+            if offload:
+                for model in (pruned_model, dense_model):
+                    model.to("cpu")
+    n = max(len(results), 1)
+    return {
+        "granularity": config.granularity,
+        "units": results,
+        "mse_before": sum(r["mse_before"] for r in results) / n,
+        "mse_after": sum(r["mse_after"] for r in results) / n,
+        "seconds": time.perf_counter() - t0,
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,198 @@
+"""Units of reconstruction and how to get their inputs and outputs.
+
+A unit is a piece of one or more decoder blocks with a single tensor input and output:
+a prunable linear ('matrix'), the attention or MLP sub-module of a block ('subblock'), a block,
+or n consecutive blocks. Inputs/outputs of units inside a block are taken with hooks during
+the block's own forward (so every keyword argument the block passes is captured), and the
+forward stops as soon as what is needed was seen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..adapters import Adapter
+from ..calibrate import Batch, _to, block_output
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class Tap:
+    """Where a unit sits inside a block: the input of ``entry`` and the output of ``exit`` (paths)."""
+
+    entry: str
+    exit: str
+
+
+@dataclass
+class UnitInput:
+    """A unit's input for one batch: the hidden tensor, the other positional and keyword arguments,
+    and the keyword under which the hidden tensor was passed (None: first positional)."""
+
+    hidden: torch.Tensor
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    hidden_kw: str | None = None
+
+    def slice(self, sl: slice) -> "UnitInput":
+        n = self.hidden.shape[0]
+        return UnitInput(self.hidden[sl], _slice(self.args, sl, n), _slice(self.kwargs, sl, n), self.hidden_kw)
+
+
+def _slice(x: Any, sl: slice, n: int) -> Any:
+    """Slice tensors that carry the batch dimension (ndim ≥ 2 and size n in dim 0); others broadcast."""
+    if isinstance(x, torch.Tensor):
+        return x[sl] if x.ndim >= 2 and x.shape[0] == n and n > 1 else x
+    if isinstance(x, tuple):
+        return tuple(_slice(v, sl, n) for v in x)
+    if isinstance(x, list):
+        return [_slice(v, sl, n) for v in x]
+    if isinstance(x, dict):
+        return {k: _slice(v, sl, n) for k, v in x.items()}
+    return x
+
+
+def cast_floats(x: Any, dtype: torch.dtype) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype) if x.is_floating_point() else x
+    if isinstance(x, tuple):
+        return tuple(cast_floats(v, dtype) for v in x)
+    if isinstance(x, list):
+        return [cast_floats(v, dtype) for v in x]
+    if isinstance(x, dict):
+        return {k: cast_floats(v, dtype) for k, v in x.items()}
+    return x
+
+
+@dataclass
+class Unit:
+    """One unit: its name, block indices, the modules owning its parameters, its prunable linears
+    (name → module, names relative to the block, prefixed 'i.' for multi-block units), its tap
+    inside a block (None: the whole block(s)), and ``call(modules_root, UnitInput) → output``."""
+
+    name: str
+    blocks: list[int]
+    owners: list[nn.Module]
+    linears: dict[str, nn.Module]
+    tap: Tap | None
+    call: Callable[[UnitInput], torch.Tensor]
+
+
+def _run_blocks(blocks: list[nn.Module]) -> Callable[[UnitInput], torch.Tensor]:
+    def call(x: UnitInput) -> torch.Tensor:
+        h = x.hidden
+        for b in blocks:
+            h = block_output(b(h, *x.args, **x.kwargs))
+        return h
+
+    return call
+
+
+def _run_module(module: nn.Module) -> Callable[[UnitInput], torch.Tensor]:
+    def call(x: UnitInput) -> torch.Tensor:
+        if x.hidden_kw is None:
+            return block_output(module(x.hidden, *x.args, **x.kwargs))
+        return block_output(module(*x.args, **{x.hidden_kw: x.hidden}, **x.kwargs))
+
+    return call
+
+
+def _mlp_path(adapter: Adapter, block: nn.Module, index: int) -> Unit:
+    """The MLP of a family without an MLP sub-module (OPT): first MLP linear → act → last MLP linear."""
+    names = [n for n in adapter.linear_names() if not n.startswith(adapter.attn + ".")]
+    act = getattr(block, "activation_fn", None)
+    if len(names) != 2 or act is None:
+        raise ValueError(
+            f"sub-block reconstruction: the {adapter.family} adapter names no MLP sub-module and its MLP is not "
+            f"a simple linear → activation_fn → linear path (linears {names}); use granularity 'block' or 'matrix'"
+        )
+    fc1, fc2 = (block.get_submodule(n) for n in names)
+
+    def call(x: UnitInput) -> torch.Tensor:
+        return fc2(act(fc1(x.hidden)))
+
+    return Unit(f"block {index} mlp", [index], [fc1, fc2], {n: block.get_submodule(n) for n in names},
+                Tap(names[0], names[1]), call)
+
+
+def make_units(adapter: Adapter, blocks: nn.ModuleList, indices: list[int], granularity: str) -> list[Unit]:
+    """The units covering blocks ``indices`` (one block, or n for 'blocks'), in forward order."""
+    if granularity in ("block", "blocks"):
+        bs = [blocks[i] for i in indices]
+        linears = {f"{i}.{n}": m for i, b in zip(indices, bs) for n, m in adapter.linears(b).items()}
+        name = f"block {indices[0]}" if len(indices) == 1 else f"blocks {indices[0]}-{indices[-1]}"
+        return [Unit(name, list(indices), bs, linears, None, _run_blocks(bs))]
+    (i,) = indices
+    block = blocks[i]
+    lin = adapter.linears(block)
+    if granularity == "matrix":
+        return [Unit(f"block {i} {n}", [i], [m], {n: m}, Tap(n, n), _run_module(m)) for n, m in lin.items()]
+    if granularity != "subblock":
+        raise ValueError(f"unknown granularity {granularity!r}")
+    units = []
+    for kind, path in (("attn", adapter.attn), ("mlp", adapter.mlp)):
+        if not path:
+            units.append(_mlp_path(adapter, block, i))
+            continue
+        mod = block.get_submodule(path)
+        mine = {n: m for n, m in lin.items() if n.startswith(path + ".")}
+        units.append(Unit(f"block {i} {kind}", [i], [mod], mine, Tap(path, path), _run_module(mod)))
+    covered = {n for u in units for n in u.linears}
+    missing = set(lin) - covered
+    if missing:
+        raise ValueError(f"sub-block units of {adapter.family} miss prunable linears {sorted(missing)}")
+    return units
+
+
+@torch.no_grad()
+def capture_tap(
+    block: nn.Module, batches: list[Batch], tap: Tap, device: torch.device, store: torch.device,
+    *, inputs: bool, outputs: bool,
+) -> tuple[list[UnitInput], list[torch.Tensor]]:
+    """Run ``block`` on each batch and keep the input of ``tap.entry`` and/or the output of ``tap.exit``."""
+    entry, exit_ = block.get_submodule(tap.entry), block.get_submodule(tap.exit)
+    ins: list[UnitInput] = []
+    outs: list[torch.Tensor] = []
+    state: dict[str, bool] = {}
+
+    def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        if inputs:
+            if args:
+                ins.append(UnitInput(args[0].to(store), _to(args[1:], store), _to(kwargs, store), None))
+            else:
+                key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
+                rest = {k: v for k, v in kwargs.items() if k != key}
+                ins.append(UnitInput(kwargs[key].to(store), (), _to(rest, store), key))
+        state["in"] = True
+        if not outputs:
+            raise _Stop
+
+    def post(_m: nn.Module, _args: tuple, out: Any) -> None:
+        if outputs:
+            outs.append(block_output(out).to(store))
+        raise _Stop
+
+    h1 = entry.register_forward_pre_hook(pre, with_kwargs=True)
+    h2 = exit_.register_forward_hook(post)
+    try:
+        for b in batches:
+            try:
+                block(b.hidden.to(device), *_to(b.args, device), **_to(b.kwargs, device))
+            except _Stop:
+                continue
+            raise RuntimeError(f"the block never called {tap.entry!r}/{tap.exit!r} in its forward")
+    finally:
+        h1.remove()
+        h2.remove()
+    return ins, outs
+
+
+def block_inputs(batches: list[Batch]) -> list[UnitInput]:
+    """Block inputs as unit inputs (for 'block' and 'blocks')."""
+    return [UnitInput(b.hidden, b.args, b.kwargs, None) for b in batches]
