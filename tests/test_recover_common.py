@@ -81,3 +81,15 @@ def assert_mask_kept(model, masks: dict[str, torch.Tensor]) -> None:
     for k, m in masks.items():
         assert not now[k][~m].any(), f"{k}: pruned weights are no longer zero"
         assert (~m).sum() > 0, f"{k}: nothing was pruned"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread than on oversubscribed shared cores; restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,10 @@ The mask never changes: the pruned weights (W == 0 at the start) stay exactly ze
 """
 from .config import GRANULARITIES, PERP_MODES, PERPConfig, ReconstructConfig, RecoveryError
 from .lstsq import layer_lstsq, masked_lstsq
+from .lora import MaskLoRA, ScaleLoRA, attach_lora, merge_lora
+from .perp import perp_retrain
 from .reconstruct import reconstruct
 
 __all__ = ["GRANULARITIES", "PERP_MODES", "PERPConfig", "ReconstructConfig", "RecoveryError",
-           "layer_lstsq", "masked_lstsq", "reconstruct"]
+           "MaskLoRA", "ScaleLoRA", "attach_lora", "merge_lora", "layer_lstsq", "masked_lstsq",
+           "perp_retrain", "reconstruct"]

@@ -93,7 +93,7 @@ def _fit_adam(unit: Unit, params: list[nn.Parameter], masks: dict[str, torch.Ten
                 out = unit.call(_dev(x, device, dtype))
                 loss = F.mse_loss(out.float(), y.to(device).float())
                 if not torch.isfinite(loss):
-                    raise RecoveryError(f"{unit.name}: reconstruction loss became {float(loss)} after {steps} steps "
+                    raise RecoveryError(f"{unit.name}: reconstruction loss became {loss.item()} after {steps} steps "
                                         f"(lr={config.lr}); the unit was restored")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
