@@ -1,0 +1,77 @@
+"""Linear minimization oracle over the mask polytope of a sparsity pattern.
+
+    C = {0 ≤ v ≤ 1, Σ_{j ∈ g} v_j = keep for every group g, v = 1 on fixed_one, v = 0 on fixed_zero}.
+
+argmin_{v ∈ C} ⟨grad, v⟩ is a 0/1 vertex: in every group take the fixed ones, then the most
+negative remaining gradient entries (ties towards the lower index, deterministic).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..patterns import Pattern, PatternError
+
+
+class InfeasibleBounds(PatternError):
+    """The fixings leave some constraint group without a feasible point."""
+
+
+class TopKLMO:
+    """Top-k of −grad inside every constraint group, respecting fixed-one / fixed-zero bounds."""
+
+    def __init__(
+        self,
+        pattern: Pattern | str,
+        keep: int,
+        fixed_one: torch.Tensor | None = None,
+        fixed_zero: torch.Tensor | None = None,
+    ):
+        self.pattern = Pattern.parse(pattern)
+        self.keep = int(keep)
+        self.fixed_one = fixed_one.bool() if fixed_one is not None else None
+        self.fixed_zero = fixed_zero.bool() if fixed_zero is not None else None
+        self._checked_shape: tuple[int, int] | None = None
+        ref = self.fixed_one if self.fixed_one is not None else self.fixed_zero
+        if ref is not None:
+            self.check(*ref.shape)
+
+    def check(self, rows: int, d: int) -> None:
+        """Raise InfeasibleBounds when some group cannot keep exactly ``keep`` entries."""
+        n_groups, size = self.pattern.group_shape(rows, d)
+        if not 0 <= self.keep <= size:
+            raise InfeasibleBounds(f"keep={self.keep} does not fit groups of size {size}")
+        ones = zeros = None
+        for name, f in (("fixed_one", self.fixed_one), ("fixed_zero", self.fixed_zero)):
+            if f is not None and tuple(f.shape) != (rows, d):
+                raise ValueError(f"{name} has shape {tuple(f.shape)}, expected {(rows, d)}")
+        if self.fixed_one is not None:
+            ones = self.pattern.to_groups(self.fixed_one).sum(1)
+            if bool((ones > self.keep).any()):
+                g = int(torch.nonzero(ones > self.keep)[0, 0])
+                raise InfeasibleBounds(f"group {g} fixes {int(ones[g])} entries to one but may keep only {self.keep}")
+        if self.fixed_zero is not None:
+            zeros = self.pattern.to_groups(self.fixed_zero).sum(1)
+            if bool((size - zeros < self.keep).any()):
+                g = int(torch.nonzero(size - zeros < self.keep)[0, 0])
+                raise InfeasibleBounds(
+                    f"group {g} fixes {int(zeros[g])} of {size} entries to zero but must keep {self.keep}")
+        if self.fixed_one is not None and self.fixed_zero is not None:
+            if bool((self.fixed_one & self.fixed_zero).any()):
+                raise InfeasibleBounds("an entry is fixed both to one and to zero")
+        self._checked_shape = (rows, d)
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        """0/1 vertex v (dtype of grad) minimizing ⟨grad, v⟩ over C."""
+        rows, d = grad.shape
+        if self._checked_shape != (rows, d):
+            self.check(rows, d)
+        score = -grad
+        if self.fixed_one is not None:
+            score = score.masked_fill(self.fixed_one, float("inf"))
+        if self.fixed_zero is not None:
+            score = score.masked_fill(self.fixed_zero, float("-inf"))
+        return self.pattern.topk_mask(score, self.keep).to(grad.dtype)
+
+    def value(self, grad: torch.Tensor) -> torch.Tensor:
+        """min_{v ∈ C} ⟨grad_i, v_i⟩ per row."""
+        return (grad * self(grad)).sum(1)
