@@ -1,0 +1,76 @@
+"""DSnoT baseline (Zhang et al. 2024, "Dynamic Sparse No Training"): training-free prune-and-grow.
+
+Starting from a mask (Wanda by default), every row repeatedly *grows* one pruned weight and
+*prunes* one kept weight, chosen separately (not as the best pair, unlike SparseSwaps):
+
+* grow p = the pruned weight whose revival reduces the row error most, i.e. the largest
+  2 w_p c_p − w_p² G_pp > 0 with c = G r (the reconstruction-error sign rule: w_p c_p > 0);
+* prune u = the kept weight with the smallest Wanda score |w_u|·‖x_u‖ among those whose
+  removal does not increase the error to first order (sign rule w_u c'_u ≤ 0, c' after growing);
+  for N:M, u is taken from p's block;
+* the pair is applied only if it lowers the row error; otherwise (or after ``max_cycles``) the row stops.
+
+Deviation from the paper, stated plainly: DSnoT scores with the *expected* reconstruction error
+Σ_j r_j E[x_j] and Var(x_j), which need the input mean. A LayerProblem carries only G = X Xᵀ, so
+this version uses the exact second-moment analogue c = G r (the gradient of ‖r X‖² w.r.t. r / 2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..problem import LayerProblem, Solution
+from ..swaps import swap_delta
+from .registry import get_method, register
+
+
+@register("dsnot")
+@dataclass
+class DSnoT:
+    warm_start: str = "wanda"
+    max_cycles: int = 50
+    rtol: float = 1e-10
+
+    def solve(self, problem: LayerProblem) -> Solution:
+        pat = problem.pattern
+        if not pat.rowwise:
+            raise ValueError("dsnot needs pattern 'per_row' or 'N:M' (it swaps within rows)")
+        dt = torch.float64 if problem.dtype == torch.float64 else torch.float32
+        W = problem.W.to(dt)
+        G = problem.G.to(dtype=dt, device=W.device)
+        warm = get_method(self.warm_start).solve(problem)
+        mask = warm.mask.clone().bool()
+        rows, d = W.shape
+        gd = G.diagonal()
+        wanda = W.abs() * gd.clamp_min(0).sqrt()
+        C = (W * (~mask)) @ G
+        thresh = self.rtol * ((W @ G) * W).sum(1).clamp_min(torch.finfo(dt).tiny)
+        active = torch.arange(rows, device=W.device)
+        cols = torch.arange(d, device=W.device)
+        swaps = 0
+        for _ in range(self.max_cycles):
+            if not active.numel():
+                break
+            w, c, m = W[active], C[active], mask[active]
+            gain = (2 * w * c - w * w * gd).masked_fill(m, float("-inf"))
+            gmax, p = gain.max(1)
+            wp = w.gather(1, p[:, None])[:, 0]
+            c2 = c - wp[:, None] * G[p]
+            cand = m & (w * c2 <= 0)
+            if pat.kind == "nm":
+                cand &= (cols[None, :] // pat.m) == (p[:, None] // pat.m)
+            score = wanda[active].masked_fill(~cand, float("inf"))
+            smin, u = score.min(1)
+            ok = (gmax > 0) & torch.isfinite(smin)
+            delta = swap_delta(w, G, c, p, u)
+            ok &= delta < -thresh[active]
+            active, p, u = active[ok], p[ok], u[ok]
+            if not active.numel():
+                break
+            mask[active, p] = True
+            mask[active, u] = False
+            C[active] += W[active, u][:, None] * G[u] - W[active, p][:, None] * G[p]
+            swaps += int(active.numel())
+        info = {"warm_error": problem.error(warm.mask), "error": problem.error(mask), "swaps": swaps}
+        return Solution(mask, None, info)
