@@ -1,2 +1,21 @@
-"""maskopt: post-training pruning of LLMs by optimization."""
-__version__ = "0.1.0"
+"""maskopt: post-training pruning of LLMs by optimization.
+
+    >>> import maskopt
+    >>> report = maskopt.prune(model, "calib.txt", maskopt.PruneConfig(method="wanda", sparsity=0.6), tokenizer=tok)
+"""
+from ._version import __version__
+
+from .config import PruneConfig
+from .patterns import Pattern
+from .pipeline import prune
+from .problem import LayerProblem, Solution
+
+
+def evaluate(model, tokenizer, texts, **kwargs):
+    """Perplexity per text file; see maskopt.jobs.evaluate_texts."""
+    from .jobs import evaluate_texts
+
+    return evaluate_texts(model, tokenizer, texts, **kwargs)
+
+
+__all__ = ["LayerProblem", "Pattern", "PruneConfig", "Solution", "evaluate", "prune"]

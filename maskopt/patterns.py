@@ -77,6 +77,7 @@ class Pattern:
     def keep_per_group(self, rows: int, d: int, sparsity: float) -> int:
         """Number of weights each group keeps. Pruned count is ⌊sparsity·size⌋ (Wanda/SparseGPT convention)."""
         if self.kind == "nm":
+            self.group_shape(rows, d)  # validates that M divides d
             return self.n
         check_sparsity(sparsity)
         _, size = self.group_shape(rows, d)

@@ -1,0 +1,116 @@
+"""Command line: maskopt prune | eval | methods (| certify | recover). No logic of its own."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="maskopt — prune LLMs after training by optimization (SparseFW, SparseSwaps, exact B&B).")
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _parse_opts(opts: list[str]) -> dict[str, str]:
+    out = {}
+    for o in opts or []:
+        if "=" not in o:
+            raise ValueError(f"--opt takes KEY=VALUE, got {o!r}")
+        k, v = o.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command()
+def prune(
+    model: Optional[str] = typer.Argument(None, help="HF model folder, .gguf file/folder, or hub id. Default: the tiny Llama in ../shared."),
+    method: str = typer.Option("wanda", "--method", "-m", help="Mask method: see `maskopt methods`."),
+    sparsity: float = typer.Option(0.5, "--sparsity", "-s", help="Fraction of prunable weights set to zero, in [0, 1). Ignored for N:M."),
+    pattern: str = typer.Option("per_row", "--pattern", "-p", help="'per_row' (equal count per output row), 'unstructured' (per matrix), or N:M such as 2:4 / 4:8 (keep N of every M inputs)."),
+    calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text file(s), folder of .txt, or a `datasets` name. Default: ../shared/data/english-calib/calib.txt."),
+    nsamples: int = typer.Option(128, help="Number of calibration windows."),
+    seqlen: Optional[int] = typer.Option(None, help="Tokens per calibration window (default min(2048, model context))."),
+    seed: int = typer.Option(0, help="Seed of the calibration window sampling."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (HF checkpoint + maskopt_report.json/.md). Written atomically."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Text file(s) for perplexity before and after. Default with the default model: english-heldout and WikiText-2."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip perplexity evaluation."),
+    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text."),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method option KEY=VALUE (repeatable), e.g. --opt iterations=500."),
+    certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
+    batch_size: int = typer.Option(8, help="Calibration batch size."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Prune a causal LM layer by layer and save it with a report."""
+    from . import defaults  # noqa: PLC0415
+    from .config import PruneConfig  # noqa: PLC0415
+    from .jobs import prune_job  # noqa: PLC0415
+
+    try:
+        is_default = model is None
+        model_name = str(defaults.default_model()) if is_default else model
+        calib_files = calib or [str(defaults.default_calib())]
+        texts = [] if no_eval else (eval_text or ([str(p) for p in defaults.default_eval_texts()] if is_default else []))
+        cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=_parse_opts(opt),
+                          nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
+                          certify=certify, progress=not quiet)
+        report = prune_job(model_name, out, cfg, calib=calib_files, eval_texts=texts,
+                           eval_max_windows=eval_max_windows, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError) as e:
+        _fail(e)
+    ref = report.mean_reference_relative_error()
+    typer.echo(f"sparsity {report.sparsity:.4f}; mean relative layer error {report.mean_relative_error():.4f}"
+               + (f" (Wanda {ref:.4f})" if ref is not None else "") + f"; {report.wall_seconds:.1f} s")
+    if out is None:
+        typer.echo("(no --out given: nothing written)")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="Model folder (e.g. the output of `maskopt prune`), .gguf, or hub id."),
+    text: Optional[List[str]] = typer.Option(None, "--text", help="Evaluation text file(s). Default: english-heldout and WikiText-2 in ../shared."),
+    seqlen: Optional[int] = typer.Option(None, help="Window length (default min(2048, model context))."),
+    max_windows: Optional[int] = typer.Option(None, help="Cap on windows per text."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Perplexity of a model on text files (non-overlapping windows)."""
+    from . import defaults  # noqa: PLC0415
+    from .jobs import eval_job  # noqa: PLC0415
+
+    try:
+        texts = text or [str(p) for p in defaults.default_eval_texts()]
+        res = eval_job(model, texts, seqlen=seqlen, max_windows=max_windows, device=device, progress=not quiet)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        for k, v in res.items():
+            typer.echo(f"{k}: perplexity {v:.3f}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered mask methods and their options (set with --opt KEY=VALUE)."""
+    from .methods import available, method_options  # noqa: PLC0415
+
+    for name in available():
+        opts = ", ".join(f"{k}={v}" for k, v in method_options(name).items())
+        typer.echo(f"{name:12s} {opts}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

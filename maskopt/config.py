@@ -1,0 +1,44 @@
+"""Dataclass configs of a pruning run."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .patterns import Pattern, check_sparsity
+
+
+@dataclass
+class PruneConfig:
+    """What to prune and how.
+
+    ``pattern``: 'per_row' (equal count per output row; default, as Wanda), 'unstructured'
+    (one budget per matrix) or 'N:M' (keep N of every M consecutive inputs; implies its sparsity).
+    """
+
+    method: str = "wanda"
+    sparsity: float = 0.5
+    pattern: str = "per_row"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    nsamples: int = 128
+    seqlen: int | None = None  # default: min(2048, model context)
+    seed: int = 0
+    batch_size: int = 8
+    device: str | None = None  # default: cuda if available, else cpu
+    offload: bool = True  # keep blocks on CPU, move one at a time to the device
+    reference: str | None = "wanda"  # per-layer reference mask in the report
+    certify: bool = False  # certified lower bound per layer (root relaxation)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        pat = Pattern.parse(self.pattern)  # validates N:M
+        self.pattern = str(pat)
+        if pat.kind == "nm":
+            self.sparsity = 1.0 - pat.n / pat.m
+        check_sparsity(self.sparsity)
+        if self.nsamples < 1:
+            raise ValueError(f"nsamples must be ≥ 1, got {self.nsamples}")
+        if self.seqlen is not None and self.seqlen < 2:
+            raise ValueError(f"seqlen must be ≥ 2, got {self.seqlen}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

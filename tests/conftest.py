@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny random models of every supported family (no download) and a local tokenizer."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TINY_LLAMA = SHARED / "models" / "maskopt-tiny-llama"
+needs_shared = pytest.mark.skipif(not TINY_LLAMA.is_dir(), reason="../shared (real model and texts) is absent")
+
+VOCAB = 96
+
+
+def tiny_config(family: str):
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig, Qwen2Config
+
+    common = dict(vocab_size=VOCAB)
+    if family == "llama":
+        return LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=64, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=64, **common)
+    if family == "opt":
+        return OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=64, word_embed_proj_dim=32, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common)
+    if family == "gpt_neox":
+        return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             max_position_embeddings=64, **common)
+    raise ValueError(family)
+
+
+FAMILIES = ["llama", "qwen2", "opt", "gpt2", "gpt_neox"]
+
+
+def tiny_model(family: str, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family))
+    model.eval()
+    return model
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer built offline on a small vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(VOCAB - 2)]
+    vocab = {"<unk>": 0, "<eos>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+
+
+def random_text(n_words: int, seed: int = 0) -> str:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB - 2, (n_words,), generator=g).tolist()
+    return " ".join(f"w{i}" for i in ids)
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    p = tmp_path / "calib.txt"
+    p.write_text(random_text(3000))
+    return p
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+def save_tiny(family: str, path: Path) -> Path:
+    model = tiny_model(family)
+    model.save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
