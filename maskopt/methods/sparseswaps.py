@@ -9,7 +9,8 @@ separately from the mask effect.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -28,6 +29,7 @@ def _work_dtype(problem: LayerProblem, dtype: str) -> torch.dtype:
 @dataclass
 class SparseSwaps:
     warm_start: str = "wanda"
+    warm_options: dict[str, Any] = field(default_factory=dict)  # options of the warm-start method
     max_iter: int | None = 100  # None (or ≤ 0): until no improving swap exists
     rtol: float = 1e-10
     mem_cap_mb: float = 256.0
@@ -41,7 +43,7 @@ class SparseSwaps:
         if self.warm_start == "sparseswaps":
             raise ValueError("sparseswaps cannot warm-start from itself")
         t0 = time.perf_counter()
-        warm = get_method(self.warm_start).solve(problem)
+        warm = get_method(self.warm_start, **self.warm_options).solve(problem)
         t_warm = time.perf_counter() - t0
         warm_error = problem.error(warm.mask)
         dt = _work_dtype(problem, self.dtype)
