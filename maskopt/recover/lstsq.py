@@ -26,29 +26,36 @@ def masked_lstsq(
 
     ``damp``: ridge λ = damp · mean(diag G). ``W0`` (optional, the current weights): a row is
     only replaced where its objective does not go up, so f never increases versus W0.
-    Each row solves the d×d system diag(m) G diag(m) + diag(1 − m) + λ diag(m), whose
-    solution is exactly zero off the support; rows are solved in chunks of ``chunk_elems``.
+    Each row solves the k×k system G_SS + λI on its kept columns (rows with fewer than k = max
+    kept count are padded with identity rows), in chunks of ``chunk_elems`` matrix entries.
     """
     rows, d = mask.shape
     if tuple(G.shape) != (d, d) or tuple(B.shape) != (rows, d):
         raise ValueError(f"shapes do not match: G {tuple(G.shape)}, B {tuple(B.shape)}, mask {tuple(mask.shape)}")
     G = G.double()
     B = B.double()
-    m = mask.to(torch.float64)
     lam = damp * float(G.diagonal().mean()) if damp > 0 else 0.0
     out = torch.zeros(rows, d, dtype=torch.float64, device=G.device)
-    step = max(1, chunk_elems // (d * d))
+    counts = mask.sum(1)
+    k = int(counts.max()) if rows else 0
+    if k == 0:
+        return out
+    # kept columns of every row first (padded to k): solve only the k×k systems G_SS (+ identity on padding)
+    idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
+    valid = (torch.arange(k, device=G.device)[None, :] < counts[:, None]).to(torch.float64)
+    step = max(1, chunk_elems // (k * k))
     for s in range(0, rows, step):
-        mm = m[s : s + step]  # (c, d)
-        A = mm[:, :, None] * G[None] * mm[:, None, :]
-        A = A + torch.diag_embed((1 - mm) + lam * mm)
-        rhs = (mm * B[s : s + step])[:, :, None]
+        ii, vv = idx[s : s + step], valid[s : s + step]
+        A = G[ii[:, :, None], ii[:, None, :]] * vv[:, :, None] * vv[:, None, :]
+        A = A + torch.diag_embed((1 - vv) + lam * vv)
+        rhs = (torch.gather(B[s : s + step], 1, ii) * vv)[:, :, None]
         L, info = torch.linalg.cholesky_ex(A)
         sol = torch.cholesky_solve(rhs, L)[:, :, 0]
         bad = info != 0
         if bad.any():  # singular G_SS without damping: minimum-norm solution
             sol[bad] = (torch.linalg.pinv(A[bad]) @ rhs[bad])[:, :, 0]
-        out[s : s + step] = sol * mm
+        out[s : s + step].scatter_(1, ii, sol * vv)
+    m = mask.to(torch.float64)
     if W0 is not None:
         W0 = W0.double() * m
         worse = row_objective(out, G, B) > row_objective(W0, G, B)
