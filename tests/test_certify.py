@@ -1,0 +1,87 @@
+"""certify_layer: the bound never exceeds the brute-force optimum; B&B rows deepen it."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from bf_exact import brute_force_row
+from maskopt.certify import certify_layer, jacobi_shift
+from maskopt.problem import LayerProblem
+
+
+def layer(seed: int, rows: int, d: int, ill: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(d, 3 * d, generator=g, dtype=torch.float64)
+    if ill:
+        X = X + 20.0 * torch.randn(1, 3 * d, generator=g, dtype=torch.float64)
+        X[1] = X[0] + 1e-4 * torch.randn(3 * d, generator=g, dtype=torch.float64)
+    return torch.randn(rows, d, generator=g, dtype=torch.float64), X @ X.T
+
+
+def row_optima(p: LayerProblem) -> np.ndarray:
+    kind = p.pattern.kind
+    return np.array([
+        brute_force_row(p.W[i].numpy(), p.G.numpy(), kind, p.keep, p.pattern.m)[0] for i in range(p.rows)
+    ])
+
+
+@pytest.mark.parametrize("pattern", ["per_row", "2:4"])
+@pytest.mark.parametrize("ill", [False, True])
+def test_root_bound_below_optimum(pattern: str, ill: bool) -> None:
+    W, G = layer(1 + ill, 3, 12, ill)
+    p = LayerProblem(W, G, pattern, 0.5)
+    opt = row_optima(p)
+    mask = p.topk(W.abs())
+    c = certify_layer(p, mask, iterations=150)
+    assert c.lower_bound <= opt.sum() * (1 + 1e-9)
+    assert torch.all(c.row_bounds <= torch.tensor(opt) * (1 + 1e-9) + 1e-12)
+    assert c.error == pytest.approx(p.error(mask))
+    assert c.gap == pytest.approx((c.error - c.lower_bound) / c.error)
+    assert 0 <= c.gap < 1
+    # deeper bounds for all rows: proven optimal, bound = optimum
+    deep = certify_layer(p, mask, iterations=50, rows=range(p.rows), bnb_time_limit=10.0)
+    assert deep.rows_optimal == p.rows and deep.method == "root+bnb"
+    assert deep.lower_bound == pytest.approx(opt.sum(), rel=1e-5)
+    assert deep.lower_bound <= opt.sum() * (1 + 1e-9)
+    assert torch.all(deep.row_bounds >= c.row_bounds - 1e-12)
+
+
+def test_unstructured_bound_below_optimum() -> None:
+    W, G = layer(4, 2, 6)
+    p = LayerProblem(W, G, "unstructured", 0.5)
+    best = min(
+        p.error(torch.tensor(np.isin(np.arange(12), idx).reshape(2, 6)))
+        for idx in itertools.combinations(range(12), p.keep)
+    )
+    c = certify_layer(p, p.topk(W.abs()), iterations=200)
+    assert c.lower_bound <= best * (1 + 1e-9)
+    assert c.row_bounds is None
+    with pytest.raises(ValueError):
+        certify_layer(p, p.topk(W.abs()), rows=[0])
+
+
+def test_optimal_mask_has_zero_gap_and_bad_mask_is_rejected() -> None:
+    W, G = layer(5, 3, 8)
+    p = LayerProblem(W, G, "per_row", 0.5)
+    opt_masks = torch.tensor(np.array([
+        brute_force_row(p.W[i].numpy(), p.G.numpy(), "per_row", p.keep)[1] for i in range(3)
+    ]) > 0.5)
+    c = certify_layer(p, opt_masks, iterations=20, rows=[0, 1, 2], bnb_time_limit=10.0)
+    assert c.gap <= 1e-5
+    with pytest.raises(ValueError):
+        certify_layer(p, torch.ones(3, 8, dtype=torch.bool))
+
+
+def test_jacobi_shift_keeps_psd_with_dead_inputs() -> None:
+    W, G = layer(6, 1, 7)
+    G[3, :] = 0
+    G[:, 3] = 0
+    mu = jacobi_shift(G)
+    assert mu > 0
+    assert torch.linalg.eigvalsh(G - mu * torch.diag(G.diagonal()))[0] >= -1e-9 * G.abs().max()
+    p = LayerProblem(W.float(), G.float(), "per_row", 0.5)  # float32 inputs work too
+    c = certify_layer(p, p.topk(W.abs().float()), iterations=30)
+    assert c.lower_bound <= c.error
