@@ -39,7 +39,7 @@ class ReconstructConfig:
     train_norms_biases: bool = False
     matrix_lstsq: bool = True  # closed form for 'matrix'; False: gradient steps only
     matrix_grad_steps: int = 0  # AdamW epochs over the cached data after the closed form
-    damp: float = 1e-6  # relative ridge of the least squares: λ = damp · mean(diag G)
+    damp: float = 1e-2  # relative ridge of the least squares: λ = damp · mean(diag G)
     revert_if_worse: bool = True  # keep the unit as it was if its MSE went up
     seed: int = 0
 

@@ -20,7 +20,7 @@ def row_objective(W: torch.Tensor, G: torch.Tensor, B: torch.Tensor) -> torch.Te
 
 def masked_lstsq(
     G: torch.Tensor, B: torch.Tensor, mask: torch.Tensor, *, damp: float = 0.0,
-    W0: torch.Tensor | None = None, chunk_elems: int = 2**25,
+    W0: torch.Tensor | None = None, chunk_elems: int = 2**22,
 ) -> torch.Tensor:
     """Per-row optimum of f_i on the support ``mask[i]`` (float64, zeros off the support).
 
