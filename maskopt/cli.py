@@ -41,7 +41,7 @@ def prune(
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
     eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Text file(s) for perplexity before and after. Default with the default model: english-heldout and WikiText-2."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip perplexity evaluation."),
-    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text."),
+    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text; the default-model job uses 128)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method option KEY=VALUE (repeatable), e.g. --opt iterations=500."),
     certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
     batch_size: int = typer.Option(8, help="Calibration batch size."),
@@ -58,6 +58,10 @@ def prune(
         model_name = str(defaults.default_model()) if is_default else model
         calib_files = calib or [str(defaults.default_calib())]
         texts = [] if no_eval else (eval_text or ([str(p) for p in defaults.default_eval_texts()] if is_default else []))
+        if is_default and not eval_text and eval_max_windows is None:
+            eval_max_windows = 128  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
+        if eval_max_windows == 0:
+            eval_max_windows = None
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=_parse_opts(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
                           certify=certify, progress=not quiet)

@@ -1,0 +1,40 @@
+"""Shared helpers of the benchmark scripts: settings grid, one run per subprocess, JSON + Markdown."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "bench" / "results"
+MODELS = {
+    "tiny": SHARED / "models" / "maskopt-tiny-llama",
+    "smollm": SHARED / "models" / "smollm2-135m-instruct-q4_1",
+}
+CALIB = SHARED / "data" / "english-calib" / "calib.txt"
+TEXTS = {
+    "heldout": SHARED / "data" / "english-heldout" / "test.txt",
+    "wikitext": SHARED / "data" / "wikitext-2-raw" / "test.txt",
+}
+SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row", 0.7), "2:4": ("2:4", 0.5)}
+
+
+def run_child(script: str, args: list[str]) -> dict:
+    """Run ``script --child ARGS`` in a fresh interpreter (honest peak memory); its last stdout line is JSON."""
+    t = time.time()
+    out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["process_seconds"] = time.time() - t
+    return res
+
+
+def save(name: str, payload: dict, table: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"{name}.md").write_text(table)
+    print(table)
