@@ -39,7 +39,7 @@ class HighsLMO:
         h.setOptionValue("mip_abs_gap", 0.0)
         h.setOptionValue("time_limit", float(time_limit))
         inf = highspy.kHighsInf
-        clip = lambda a: np.where(np.isfinite(a), a, np.sign(a) * inf)
+        clip = lambda a: np.where(a == np.inf, inf, np.where(a == -np.inf, -inf, a))
         h.addVars(self.n, clip(self.lb0), clip(self.ub0))
         ints = np.flatnonzero(self.integer).astype(np.int32)
         if len(ints):
