@@ -103,6 +103,43 @@ def eval_cmd(
 
 
 @app.command()
+def certify(
+    pruned: Path = typer.Argument(..., help="Pruned model folder (output of `maskopt prune`)."),
+    dense: Optional[str] = typer.Option(None, help="The dense model it was pruned from (default: the one named in its report)."),
+    calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text(s) (default: ../shared english-calib)."),
+    pattern: Optional[str] = typer.Option(None, help="Pattern of the masks (default: from the report)."),
+    sparsity: Optional[float] = typer.Option(None, help="Sparsity of the masks (default: from the report)."),
+    nsamples: int = typer.Option(128, help="Calibration windows."),
+    seqlen: Optional[int] = typer.Option(None, help="Tokens per window (default min(2048, context))."),
+    seed: int = typer.Option(0, help="Seed of the window sampling (use the pruning run's)."),
+    iterations: int = typer.Option(300, help="Iterations of the root relaxation per layer."),
+    bnb_rows: int = typer.Option(0, help="Deepen the bound of the first N rows of every layer by branch-and-bound."),
+    bnb_time_limit: float = typer.Option(1.0, help="Seconds of branch-and-bound per selected row."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the certificates as JSON here."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Certified lower bound on the best possible error of every layer, and the gap (err − LB) / err of its mask."""
+    from . import defaults  # noqa: PLC0415
+    from .io import write_json  # noqa: PLC0415
+    from .jobs import certify_job  # noqa: PLC0415
+
+    try:
+        rows = certify_job(pruned, dense=dense, calib=calib or [str(defaults.default_calib())], pattern=pattern,
+                           sparsity=sparsity, nsamples=nsamples, seqlen=seqlen, seed=seed, iterations=iterations,
+                           bnb_rows=bnb_rows, bnb_time_limit=bnb_time_limit, device=device, progress=not quiet)
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
+        _fail(e)
+    typer.echo(f"{'layer':40s} {'rel.err':>9s} {'error':>12s} {'lower bnd':>12s} {'gap':>7s}")
+    for r in rows:
+        typer.echo(f"{r['name']:40s} {r['relative_error']:9.4f} {r['error']:12.5g} {r['lower_bound']:12.5g} {r['gap']:7.1%}")
+    tot_e, tot_lb = sum(r["error"] for r in rows), sum(r["lower_bound"] for r in rows)
+    typer.echo(f"total: error {tot_e:.5g}, certified lower bound {tot_lb:.5g}, gap {(tot_e - tot_lb) / max(tot_e, 1e-300):.1%}")
+    if out is not None:
+        write_json(out, rows)
+
+
+@app.command()
 def methods() -> None:
     """List the registered mask methods and their options (set with --opt KEY=VALUE)."""
     from .methods import available, method_options  # noqa: PLC0415

@@ -78,3 +78,81 @@ def eval_job(model_dir: str | Path, texts: Sequence[str | Path], *, seqlen: int 
     model, tokenizer = load_model(model_dir)
     return evaluate_texts(model, tokenizer, texts, seqlen=seqlen, max_windows=max_windows,
                           device=resolve_device(device), progress=progress)
+
+
+def mask_from_pruned(W_pruned: torch.Tensor, W_dense: torch.Tensor, problem) -> torch.Tensor:
+    """The mask of a saved pruned layer: its non-zeros, completed to the pattern's counts with entries whose
+    dense weight is zero (they cost nothing either way), then any pruned entries (stable order)."""
+    mask = W_pruned != 0
+    if problem.is_feasible(mask):
+        return mask
+    pat = problem.pattern
+    g_mask = pat.to_groups(mask.clone())
+    missing = problem.keep - g_mask.sum(1)
+    if (missing < 0).any():
+        raise ValueError(f"{problem.name}: keeps more weights than pattern {pat} at sparsity {problem.sparsity} allows")
+    prio = (~g_mask).to(torch.float32) * (1.0 + (pat.to_groups(W_dense) == 0).to(torch.float32))
+    order = torch.argsort(prio, dim=1, descending=True, stable=True)
+    take = torch.arange(order.shape[1])[None, :] < missing[:, None]
+    g_mask.scatter_(1, order, g_mask.gather(1, order) | take)
+    return pat.from_groups(g_mask, *mask.shape)
+
+
+def certify_job(pruned_dir: str | Path, *, dense: str | Path | None = None, calib: Sequence[str | Path],
+                pattern: str | None = None, sparsity: float | None = None, nsamples: int = 128,
+                seqlen: int | None = None, seed: int = 0, iterations: int = 300, bnb_rows: int = 0,
+                bnb_time_limit: float = 1.0, device: str | None = None, progress: bool = True) -> list[dict]:
+    """Per layer of a pruned model: error of its mask on the dense weights, certified lower bound, gap.
+
+    G is accumulated as during pruning: the dense block's linear inputs on the pruned model's block inputs.
+    """
+    import json
+
+    from .adapters import get_adapter
+    from .calibrate import collect_grams, walk_blocks
+    from .certify import certify_layer
+    from .config import PruneConfig
+    from .pipeline import make_windows
+    from .problem import LayerProblem
+
+    pruned_dir = Path(pruned_dir)
+    rep_path = pruned_dir / "maskopt_report.json"
+    saved = json.loads(rep_path.read_text()) if rep_path.exists() else {}
+    cfg_saved = saved.get("config", {})
+    dense = dense or saved.get("model")
+    if not dense:
+        raise ValueError("no dense model: pass --dense (the pruned folder has no maskopt_report.json naming it)")
+    pattern = pattern or cfg_saved.get("pattern", "per_row")
+    sparsity = sparsity if sparsity is not None else cfg_saved.get("sparsity")
+    if sparsity is None:
+        raise ValueError("pass --sparsity (the pruned folder has no report stating it)")
+    cfg = PruneConfig(pattern=pattern, sparsity=sparsity, nsamples=nsamples, seqlen=seqlen, seed=seed, device=device)
+    model, tok = load_model(pruned_dir)
+    dense_model, _ = load_model(dense)
+    adapter = get_adapter(model)
+    windows = make_windows(list(calib), tok, model, cfg)
+    dev = resolve_device(device)
+    dense_blocks = adapter.get_blocks(dense_model)
+    rows_out: list[dict] = []
+
+    def step(i: int, block, batches) -> None:
+        dblock = dense_blocks[i].to(dev)
+        grams = collect_grams(dblock, adapter, batches, dev)
+        dlin, plin = adapter.linears(dblock), adapter.linears(block)
+        for name in adapter.linear_names():
+            Wd = adapter.get_weight(dlin[name]).to(torch.float32)
+            problem = LayerProblem(Wd, grams[name].to(torch.float32), cfg.pattern, cfg.sparsity,
+                                   name=f"{adapter.blocks}.{i}.{name}")
+            mask = mask_from_pruned(adapter.get_weight(plin[name]), Wd, problem)
+            rows = list(range(min(bnb_rows, problem.rows))) if bnb_rows and problem.pattern.rowwise else None
+            cert = certify_layer(problem, mask, iterations=iterations, rows=rows, bnb_time_limit=bnb_time_limit)
+            d = cert.as_dict()
+            d.update(name=problem.name, shape=[problem.rows, problem.d],
+                     relative_error=cert.error / max(problem.dense_energy(), 1e-300))
+            rows_out.append(d)
+        dense_blocks[i].to("cpu")
+
+    model.config.use_cache = False
+    walk_blocks(model, adapter, windows, step, device=dev, batch_size=cfg.batch_size, desc="certifying",
+                progress=progress)
+    return rows_out

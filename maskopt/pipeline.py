@@ -92,8 +92,7 @@ def prune(model: nn.Module, calibration, config: PruneConfig | None = None, *, t
             elif config.reference:
                 rec.reference_error, rec.reference_relative_error = rec.error, rec.relative_error
             if certify_layer is not None:
-                cert = certify_layer(problem, sol.mask, weight=sol.weight)
-                rec.info["certificate"] = _jsonable(cert.to_dict() if hasattr(cert, "to_dict") else vars(cert))
+                rec.info["certificate"] = _jsonable(certify_layer(problem, sol.mask).as_dict())
             apply_solution(adapter, module, problem, sol)
             rec.seconds = time.time() - t
             report.layers.append(rec)

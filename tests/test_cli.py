@@ -137,3 +137,37 @@ def test_interrupted_save_leaves_nothing(model_dir, text_file, tmp_path, monkeyp
 def test_methods_lists_registry():
     r = runner.invoke(app, ["methods"])
     assert r.exit_code == 0 and "sparsegpt" in r.output and "wanda" in r.output
+
+
+def test_certify_after_prune(model_dir, text_file, tmp_path):
+    out = tmp_path / "out"
+    r = _prune(model_dir, out, text_file, "--method", "wanda", "--certify")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "maskopt_report.json").read_text())
+    for layer in rep["layers"]:
+        c = layer["info"]["certificate"]
+        assert c["lower_bound"] <= c["error"] * (1 + 1e-6) + 1e-9
+        assert c["error"] == pytest.approx(layer["error"], rel=1e-6)
+    cert_json = tmp_path / "cert.json"
+    r = runner.invoke(app, ["certify", str(out), "--dense", str(model_dir), "--calib", str(text_file), "--nsamples", "8",
+                            "--seqlen", "16", "-q", "--out", str(cert_json)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(cert_json.read_text())
+    assert len(rows) == len(rep["layers"])
+    for a, b in zip(rows, rep["layers"]):
+        assert a["name"] == b["name"]
+        assert a["error"] == pytest.approx(b["error"], rel=1e-4)  # same mask, same G
+        assert 0 <= a["gap"] <= 1
+
+
+def test_mask_from_pruned_completes_counts():
+    from maskopt.jobs import mask_from_pruned
+    from maskopt.problem import LayerProblem
+
+    W = torch.randn(4, 8, dtype=torch.float64)
+    W[0, 1] = 0.0  # a dense zero that the mask keeps
+    p = LayerProblem(W, torch.eye(8, dtype=torch.float64), "per_row", 0.5)
+    mask = p.topk(W.abs() + (torch.arange(8) == 1).double() * 100)  # keeps index 1 of row 0
+    Wp = W * mask
+    rec = mask_from_pruned(Wp, W, p)
+    assert p.is_feasible(rec) and p.error(rec) == pytest.approx(p.error(mask))
