@@ -44,11 +44,15 @@ def prune(
     eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text; the default-model job uses 128)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method option KEY=VALUE (repeatable), e.g. --opt iterations=500."),
     certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
+    reconstruct: Optional[str] = typer.Option(None, help="Recovery: reconstruct units towards the dense model: matrix | subblock | block | blocks."),
+    recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Reconstruction option KEY=VALUE (lr, epochs, batch_size, n_blocks, dense_inputs, …)."),
+    perp: Optional[str] = typer.Option(None, help="Recovery: PERP retraining: norms_biases | masklora | scalelora."),
+    perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="PERP option KEY=VALUE (lr, steps, epochs, r, alpha, …)."),
     batch_size: int = typer.Option(8, help="Calibration batch size."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Prune a causal LM layer by layer and save it with a report."""
+    """Prune a causal LM layer by layer (optionally recover) and save it with a report."""
     from . import defaults  # noqa: PLC0415
     from .config import PruneConfig  # noqa: PLC0415
     from .jobs import prune_job  # noqa: PLC0415
@@ -65,8 +69,9 @@ def prune(
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=_parse_opts(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
                           certify=certify, progress=not quiet)
+        rcfg, pcfg = _recovery_configs(reconstruct, recon_opt, perp, perp_opt)
         report = prune_job(model_name, out, cfg, calib=calib_files, eval_texts=texts,
-                           eval_max_windows=eval_max_windows, overwrite=overwrite)
+                           eval_max_windows=eval_max_windows, overwrite=overwrite, reconstruct=rcfg, perp=pcfg)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError) as e:
         _fail(e)
     ref = report.mean_reference_relative_error()
@@ -100,6 +105,59 @@ def eval_cmd(
     else:
         for k, v in res.items():
             typer.echo(f"{k}: perplexity {v:.3f}")
+
+
+def _recovery_configs(reconstruct, recon_opt, perp, perp_opt):
+    from .methods.registry import _coerce  # noqa: PLC0415
+    from .recover import PERPConfig, ReconstructConfig  # noqa: PLC0415
+    import dataclasses  # noqa: PLC0415
+
+    def build(cls, first_field, value, opts):
+        if value is None:
+            if opts:
+                raise ValueError(f"options {opts} given without choosing the recovery stage")
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kw = _parse_opts(opts)
+        unknown = set(kw) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)}; options: {sorted(fields)}")
+        return cls(**{first_field: value, **{k: _coerce(v, fields[k]) for k, v in kw.items()}})
+
+    return (build(ReconstructConfig, "granularity", reconstruct, recon_opt),
+            build(PERPConfig, "mode", perp, perp_opt))
+
+
+@app.command()
+def recover(
+    pruned: Path = typer.Argument(..., help="Pruned model folder (its zeros are the mask; they stay zero)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
+    dense: Optional[str] = typer.Option(None, help="Dense model for reconstruction targets (default: from the report)."),
+    calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration/training text(s) (default: ../shared english-calib)."),
+    reconstruct: Optional[str] = typer.Option(None, help="matrix | subblock | block | blocks."),
+    recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Reconstruction option KEY=VALUE."),
+    perp: Optional[str] = typer.Option(None, help="norms_biases | masklora | scalelora."),
+    perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="PERP option KEY=VALUE."),
+    nsamples: int = typer.Option(128, help="Calibration windows."),
+    seqlen: Optional[int] = typer.Option(None, help="Tokens per window (default min(2048, context))."),
+    seed: int = typer.Option(0, help="Seed of the window sampling."),
+    eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Perplexity before and after on these texts."),
+    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Recover quality of an already pruned model: reconstruction and/or PERP retraining; the mask is kept."""
+    from . import defaults  # noqa: PLC0415
+    from .jobs import recover_job  # noqa: PLC0415
+
+    try:
+        rcfg, pcfg = _recovery_configs(reconstruct, recon_opt, perp, perp_opt)
+        recover_job(pruned, out, dense=dense, calib=calib or [str(defaults.default_calib())], reconstruct=rcfg,
+                    perp=pcfg, nsamples=nsamples, seqlen=seqlen, seed=seed, eval_texts=eval_text or [],
+                    eval_max_windows=eval_max_windows, overwrite=overwrite, device=device, progress=not quiet)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError) as e:
+        _fail(e)
 
 
 @app.command()

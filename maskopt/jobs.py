@@ -37,22 +37,53 @@ def _short(text: str | Path) -> str:
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
+def apply_recovery(model, dense_model, windows: torch.Tensor, reconstruct_cfg=None, perp_cfg=None, *,
+                   device=None, batch_size: int = 8, progress: bool = True, log: Log = print) -> dict:
+    """Optional recovery after pruning: reconstruction towards the dense model, then PERP retraining."""
+    from .recover import perp_retrain, reconstruct  # noqa: PLC0415
+
+    out: dict = {}
+    if reconstruct_cfg is not None:
+        res = reconstruct(model, dense_model, windows, reconstruct_cfg, device=device, batch_size=batch_size,
+                          progress=progress)
+        out["reconstruct"] = {k: v for k, v in res.items() if k != "units"} | {"units": res.get("units", [])}
+        log(f"reconstruction ({reconstruct_cfg.granularity}): mean unit MSE {res['mse_before']:.4g} → {res['mse_after']:.4g}")
+    if perp_cfg is not None:
+        res = perp_retrain(model, windows, perp_cfg, device=device, progress=progress)
+        out["perp"] = {k: v for k, v in res.items() if k != "losses"}
+        log(f"PERP ({perp_cfg.mode}): loss {res['loss_first']:.4f} → {res['loss_last']:.4f}")
+        model.to("cpu")
+    return out
+
+
 def prune_job(model_name: str | Path, out: str | Path | None, config: PruneConfig, *,
               calib: Sequence[str | Path], eval_texts: Sequence[str | Path] = (), eval_seqlen: int | None = None,
-              eval_max_windows: int | None = None, overwrite: bool = False, log: Log = print) -> PruneReport:
-    """The main job. Nothing is written unless everything succeeded; the output folder appears at once."""
+              eval_max_windows: int | None = None, overwrite: bool = False, reconstruct=None, perp=None,
+              log: Log = print) -> PruneReport:
+    """The main job. Nothing is written unless everything succeeded; the output folder appears at once.
+
+    ``reconstruct`` / ``perp``: optional recovery configs (maskopt.recover.ReconstructConfig / PERPConfig).
+    """
+    from .pipeline import make_windows  # noqa: PLC0415
+
     t0 = time.time()
     if out is not None:
         check_output(out, overwrite)  # fail before any work
     model, tokenizer = load_model(model_name)
+    dense_model = load_model(model_name)[0] if reconstruct is not None else None
     device = resolve_device(config.device)
+    windows = make_windows(list(calib), tokenizer, model, config)
     dense = {}
     if eval_texts:
         dense = evaluate_texts(model, tokenizer, eval_texts, seqlen=eval_seqlen, max_windows=eval_max_windows,
                                device=device, progress=config.progress, label="dense")
         model.to("cpu")
-    report = prune(model, calib, config, tokenizer=tokenizer)
+    report = prune(model, windows, config, tokenizer=tokenizer)
     report.model = str(model_name)
+    if reconstruct is not None or perp is not None:
+        report.recovery = apply_recovery(model, dense_model, windows, reconstruct, perp, device=device,
+                                         batch_size=config.batch_size, progress=config.progress, log=log)
+        del dense_model
     if eval_texts:
         pruned = evaluate_texts(model, tokenizer, eval_texts, seqlen=eval_seqlen, max_windows=eval_max_windows,
                                 device=device, progress=config.progress, label="pruned")
@@ -156,3 +187,51 @@ def certify_job(pruned_dir: str | Path, *, dense: str | Path | None = None, cali
     walk_blocks(model, adapter, windows, step, device=dev, batch_size=cfg.batch_size, desc="certifying",
                 progress=progress)
     return rows_out
+
+
+def recover_job(pruned_dir: str | Path, out: str | Path, *, dense: str | Path | None = None,
+                calib: Sequence[str | Path], reconstruct=None, perp=None, nsamples: int = 128,
+                seqlen: int | None = None, seed: int = 0, eval_texts: Sequence[str | Path] = (),
+                eval_max_windows: int | None = None, overwrite: bool = False, device: str | None = None,
+                progress: bool = True, log: Log = print) -> dict:
+    """Recovery on an already pruned model; its zeros are the mask and stay zero. Saves atomically."""
+    import json
+
+    from .pipeline import make_windows  # noqa: PLC0415
+
+    if reconstruct is None and perp is None:
+        raise ValueError("nothing to do: choose --reconstruct and/or --perp")
+    check_output(out, overwrite)
+    pruned_dir = Path(pruned_dir)
+    rep_path = pruned_dir / "maskopt_report.json"
+    saved = json.loads(rep_path.read_text()) if rep_path.exists() else {}
+    dense = dense or saved.get("model")
+    if reconstruct is not None and not dense:
+        raise ValueError("reconstruction needs the dense model: pass --dense")
+    model, tokenizer = load_model(pruned_dir)
+    dense_model = load_model(dense)[0] if reconstruct is not None else None
+    cfg = PruneConfig(nsamples=nsamples, seqlen=seqlen, seed=seed, device=device, progress=progress)
+    windows = make_windows(list(calib), tokenizer, model, cfg)
+    dev = resolve_device(device)
+    result: dict = {"source": str(pruned_dir), "dense": str(dense) if dense else None}
+    before = evaluate_texts(model, tokenizer, eval_texts, max_windows=eval_max_windows, device=dev,
+                            progress=progress, label="before") if eval_texts else {}
+    model.to("cpu")
+    result.update(apply_recovery(model, dense_model, windows, reconstruct, perp, device=dev,
+                                 batch_size=cfg.batch_size, progress=progress, log=log))
+    if eval_texts:
+        after = evaluate_texts(model, tokenizer, eval_texts, max_windows=eval_max_windows, device=dev,
+                               progress=progress, label="after")
+        model.to("cpu")
+        result["perplexity"] = {k: {"before": before[k], "after": after[k]} for k in before}
+        for k, v in result["perplexity"].items():
+            log(f"perplexity {k}: before {v['before']:.2f} → after {v['after']:.2f}")
+    with atomic_dir(out, overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if saved:
+            saved["recovery"] = result
+            write_json(tmp / "maskopt_report.json", saved)
+        write_json(tmp / "maskopt_recovery.json", result)
+    log(f"recovered model written to {out}")
+    return result

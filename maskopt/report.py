@@ -34,6 +34,7 @@ class PruneReport:
     prune_seconds: float = 0.0
     peak_memory_mb: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    recovery: dict[str, Any] = field(default_factory=dict)
     output: str | None = None
 
     # ---- summaries ------------------------------------------------------------------

@@ -171,3 +171,36 @@ def test_mask_from_pruned_completes_counts():
     Wp = W * mask
     rec = mask_from_pruned(Wp, W, p)
     assert p.is_feasible(rec) and p.error(rec) == pytest.approx(p.error(mask))
+
+
+def test_prune_with_recovery_then_recover_again(model_dir, text_file, tmp_path):
+    out = tmp_path / "out"
+    r = _prune(model_dir, out, text_file, "--method", "wanda", "--reconstruct", "subblock", "--recon-opt", "lr=1e-3",
+               "--perp", "masklora", "--perp-opt", "steps=2", "--perp-opt", "r=2")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "maskopt_report.json").read_text())
+    rec = rep["recovery"]["reconstruct"]
+    assert rec["mse_after"] <= rec["mse_before"]
+    assert rep["recovery"]["perp"]["steps"] == 2
+    from safetensors.torch import load_file
+
+    sd = load_file(out / "model.safetensors")
+    for k, v in sd.items():
+        if "layers" in k and "proj" in k:
+            assert ((v == 0).sum(1) >= v.shape[1] // 2).all(), k  # the mask survived recovery
+    out2 = tmp_path / "out2"
+    r = runner.invoke(app, ["recover", str(out), "--out", str(out2), "--dense", str(model_dir), "--calib", str(text_file),
+                            "--nsamples", "8", "--seqlen", "16", "--reconstruct", "matrix", "-q"])
+    assert r.exit_code == 0, r.output
+    sd2 = load_file(out2 / "model.safetensors")
+    for k, v in sd.items():
+        assert torch.equal(sd2[k] == 0, v == 0) or "layers" not in k or "proj" not in k, k
+
+
+def test_recover_bad_input(model_dir, text_file, tmp_path):
+    r = runner.invoke(app, ["recover", str(model_dir), "--out", str(tmp_path / "o"), "--calib", str(text_file), "-q"])
+    assert r.exit_code == 2 and "nothing to do" in r.output
+    r = runner.invoke(app, ["recover", str(model_dir), "--out", str(tmp_path / "o"), "--calib", str(text_file),
+                            "--perp", "masklora", "--perp-opt", "lr=0", "-q"])
+    assert r.exit_code == 2 and "lr" in r.output
+    assert not (tmp_path / "o").exists()
