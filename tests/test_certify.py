@@ -40,7 +40,7 @@ def test_root_bound_below_optimum(pattern: str, ill: bool) -> None:
     assert torch.all(c.row_bounds <= torch.tensor(opt) * (1 + 1e-9) + 1e-12)
     assert c.error == pytest.approx(p.error(mask))
     assert c.gap == pytest.approx((c.error - c.lower_bound) / c.error)
-    assert 0 <= c.gap < 1
+    assert 0 <= c.gap <= 1  # the root bound may be weak (0) on ill-conditioned G
     # deeper bounds for all rows: proven optimal, bound = optimum
     deep = certify_layer(p, mask, iterations=50, rows=range(p.rows), bnb_time_limit=10.0)
     assert deep.rows_optimal == p.rows and deep.method == "root+bnb"
