@@ -25,8 +25,8 @@ TEST = SHARED / "data" / "english-heldout" / "test.txt"
 SETTINGS = [("per_row", 0.5), ("per_row", 0.6), ("per_row", 0.7), ("2:4", 0.5)]
 
 
-def methods(iterations: int) -> dict[str, tuple[str, dict]]:
-    fw = {"iterations": iterations}
+def methods(iterations: int, step: str) -> dict[str, tuple[str, dict]]:
+    fw = {"iterations": iterations, "step": step}
     return {
         "wanda": ("wanda", {}),
         "sparsegpt": ("sparsegpt", {}),
@@ -74,6 +74,7 @@ def dense_ppl() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--step", default="agnostic")
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
@@ -86,7 +87,7 @@ def main() -> None:
         job = json.loads(a.one)
         print("RESULT " + json.dumps(one(**job)))
         return
-    table = methods(a.iterations)
+    table = methods(a.iterations, a.step)
     names = a.methods or list(table)
     out: dict = {"args": vars(a), "dense": None, "results": {}}
     job = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "

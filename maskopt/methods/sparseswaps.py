@@ -43,7 +43,12 @@ class SparseSwaps:
         if self.warm_start == "sparseswaps":
             raise ValueError("sparseswaps cannot warm-start from itself")
         t0 = time.perf_counter()
-        warm = get_method(self.warm_start, **self.warm_options).solve(problem)
+        warm_options = dict(self.warm_options)
+        if self.warm_start == "sparsefw":
+            from .sparsefw import SWAP_WARM_ALPHA
+
+            warm_options.setdefault("alpha", SWAP_WARM_ALPHA)
+        warm = get_method(self.warm_start, **warm_options).solve(problem)
         t_warm = time.perf_counter() - t0
         warm_error = problem.error(warm.mask)
         dt = _work_dtype(problem, self.dtype)
