@@ -93,7 +93,7 @@ def markdown(a: list[dict], b: list[dict], methods: list[str]) -> str:
     lines = ["# Exact B&B and certified gaps", ""]
     if a:
         lines += ["## Time to proven optimality vs SCIP (per-row instances from real layer rows)", "",
-                  "| d | pattern | ours (s, median) | SCIP (s, median) | ratio SCIP/ours (median) | agree | ours nodes (median) |",
+                  "| d | pattern | ours (s, median) | SCIP (s, median) | ratio SCIP/ours (median) | agrees¹ | ours nodes (median) |",
                   "|---|---|---|---|---|---|---|"]
         keys = sorted({(r["d"], r["pattern"]) for r in a})
         for d, pat in keys:
@@ -112,7 +112,7 @@ def markdown(a: list[dict], b: list[dict], methods: list[str]) -> str:
                   "|---|---|---|" + "---|" * len(methods) + "---|"]
         for r in b:
             lines.append(f"| {r['layer']} | {r['pattern']} | {r['root_lower_bound']:.4g} | "
-                         + " | ".join(f"{100 * r[f'{m}_gap']:.1f}%" for m in methods)
+                         + " | ".join(f"{100 * r[f'{m}_gap']:.1f}%" if f"{m}_gap" in r else "—" for m in methods)
                          + f" | {r['best_method']} ({100 * r['best_gap']:.1f}%) |")
         lines.append("")
     return "\n".join(lines)
