@@ -1,11 +1,11 @@
 """Perplexity of the whole pruned tiny Llama for every method, with wall time and peak memory.
 
-    .venv/bin/python bench/perplexity.py [--iterations 2000] [--nsamples 32] [--seqlen 256] \
+    .venv/bin/python bench/perplexity.py [--iterations 2000] [--step agnostic] [--nsamples 32] [--seqlen 256] [--max-windows 64] \
         [--out bench/results/perplexity.json]
 
 Every (method, setting) runs in its own subprocess (fresh model, so peak RSS is per method) through
 the public pipeline: maskopt.prune(model, calib.txt, PruneConfig(...)) with the same calibration
-windows for every method, then perplexity on ../shared/data/english-heldout/test.txt (512-token windows).
+windows for every method, then perplexity on the first --max-windows 512-token windows of ../shared/data/english-heldout/test.txt.
 Settings: 50/60/70 % per-row and 2:4.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def methods(iterations: int, step: str) -> dict[str, tuple[str, dict]]:
 
 
 def one(method: str, options: dict, pattern: str, sparsity: float, nsamples: int, seqlen: int, threads: int,
-        iterations: int) -> dict:
+        max_windows: int) -> dict:
     """Prune a fresh model with one method and evaluate it (runs inside the subprocess)."""
     import torch
 
@@ -53,7 +53,7 @@ def one(method: str, options: dict, pattern: str, sparsity: float, nsamples: int
     t = time.time()
     rep = maskopt.prune(model, str(CALIB), cfg, tokenizer=tok)
     prune_s = time.time() - t
-    ppl = maskopt.evaluate(model, tok, [str(TEST)], progress=False)
+    ppl = maskopt.evaluate(model, tok, [str(TEST)], progress=False, max_windows=max_windows or None)
     import resource
 
     return {"ppl": next(iter(ppl.values())), "prune_seconds": prune_s,
@@ -62,13 +62,13 @@ def one(method: str, options: dict, pattern: str, sparsity: float, nsamples: int
             "sparsity": rep.sparsity}
 
 
-def dense_ppl() -> float:
+def dense_ppl(max_windows: int) -> float:
     sys.path.insert(0, str(ROOT))
     import maskopt
     from maskopt.loading import load_model
 
     model, tok = load_model(MODEL)
-    return next(iter(maskopt.evaluate(model, tok, [str(TEST)], progress=False).values()))
+    return next(iter(maskopt.evaluate(model, tok, [str(TEST)], progress=False, max_windows=max_windows or None).values()))
 
 
 def main() -> None:
@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-windows", type=int, default=64, help="512-token test windows (0 = all)")
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--settings", nargs="*", default=[f"{p}@{s}" for p, s in SETTINGS])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "perplexity.json"))
@@ -91,7 +92,7 @@ def main() -> None:
     names = a.methods or list(table)
     out: dict = {"args": vars(a), "dense": None, "results": {}}
     job = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
-                          "import perplexity as p; print('RESULT', p.dense_ppl())"], capture_output=True, text=True)
+                          f"import perplexity as p; print('RESULT', p.dense_ppl({a.max_windows}))"], capture_output=True, text=True)
     out["dense"] = float(job.stdout.split("RESULT")[-1]) if "RESULT" in job.stdout else job.stderr[-500:]
     print(f"dense perplexity: {out['dense']}")
     for spec in a.settings:
@@ -101,7 +102,7 @@ def main() -> None:
             method, opts = table[n]
             payload = json.dumps({"method": method, "options": opts, "pattern": pat, "sparsity": float(sp),
                                   "nsamples": a.nsamples, "seqlen": a.seqlen, "threads": a.threads,
-                                  "iterations": a.iterations})
+                                  "max_windows": a.max_windows})
             job = subprocess.run([sys.executable, __file__, "--one", payload], capture_output=True, text=True)
             if "RESULT " not in job.stdout:
                 r = {"error": job.stderr[-800:]}
