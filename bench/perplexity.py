@@ -35,6 +35,7 @@ def methods(iterations: int, step: str) -> dict[str, tuple[str, dict]]:
         "sparsefw": ("sparsefw", fw),
         "sparseswaps(wanda)": ("sparseswaps", {}),
         "sparseswaps(sparsefw)": ("sparseswaps", {"warm_start": "sparsefw", "warm_options": fw}),
+        "sparseswaps(sparsefw)+refit": ("sparseswaps", {"warm_start": "sparsefw", "warm_options": fw, "refit": True}),
     }
 
 
