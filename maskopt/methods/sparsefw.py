@@ -23,6 +23,11 @@ dense-model Grams, T = 500, keep_best off); mean rounded-error ratio vs Wanda:
 α = 0.5 is best for SparseFW on its own; as a warm start for SparseSwaps a smaller α (0.25) is
 slightly better, so SparseSwaps(warm_start='sparsefw') uses α = 0.25 unless told otherwise.
 Unlike the papers, α = 0 is not worse than Wanda here because FW starts from the Wanda mask.
+
+Step rule: exact line search converges much faster than 2/(t+2). On block-0 q_proj / down_proj
+(60 % per-row, α = 0.25) rounded-error/Wanda at T = 30, 100, 300 was 2.46, 0.49, 0.47 (2/(t+2))
+vs 0.49, 0.47, 0.47 (exact); after SparseSwaps both reach 0.39 / 0.435. Mean over 14 layers
+(α = 0.5, 2/(t+2)): T = 100 → 0.507, T = 500 → 0.500 (FW+swaps 0.440 both).
 """
 from __future__ import annotations
 
