@@ -173,6 +173,7 @@ def certify(
     iterations: int = typer.Option(300, help="Iterations of the root relaxation per layer."),
     bnb_rows: int = typer.Option(0, help="Deepen the bound of the first N rows of every layer by branch-and-bound."),
     bnb_time_limit: float = typer.Option(1.0, help="Seconds of branch-and-bound per selected row."),
+    shift: str = typer.Option("rowwise", help="Root bound: 'rowwise' (per-row diagonal shift, tighter, slower) or 'jacobi' (fast)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the certificates as JSON here."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -185,7 +186,8 @@ def certify(
     try:
         rows = certify_job(pruned, dense=dense, calib=calib or [str(defaults.default_calib())], pattern=pattern,
                            sparsity=sparsity, nsamples=nsamples, seqlen=seqlen, seed=seed, iterations=iterations,
-                           bnb_rows=bnb_rows, bnb_time_limit=bnb_time_limit, device=device, progress=not quiet)
+                           bnb_rows=bnb_rows, bnb_time_limit=bnb_time_limit, shift=shift, device=device,
+                           progress=not quiet)
     except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
         _fail(e)
     typer.echo(f"{'layer':40s} {'rel.err':>9s} {'error':>12s} {'lower bnd':>12s} {'gap':>7s}")

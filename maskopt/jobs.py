@@ -132,7 +132,8 @@ def mask_from_pruned(W_pruned: torch.Tensor, W_dense: torch.Tensor, problem) -> 
 def certify_job(pruned_dir: str | Path, *, dense: str | Path | None = None, calib: Sequence[str | Path],
                 pattern: str | None = None, sparsity: float | None = None, nsamples: int = 128,
                 seqlen: int | None = None, seed: int = 0, iterations: int = 300, bnb_rows: int = 0,
-                bnb_time_limit: float = 1.0, device: str | None = None, progress: bool = True) -> list[dict]:
+                bnb_time_limit: float = 1.0, shift: str = "rowwise", device: str | None = None,
+                progress: bool = True) -> list[dict]:
     """Per layer of a pruned model: error of its mask on the dense weights, certified lower bound, gap.
 
     G is accumulated as during pruning: the dense block's linear inputs on the pruned model's block inputs.
@@ -176,7 +177,8 @@ def certify_job(pruned_dir: str | Path, *, dense: str | Path | None = None, cali
                                    name=f"{adapter.blocks}.{i}.{name}")
             mask = mask_from_pruned(adapter.get_weight(plin[name]), Wd, problem)
             rows = list(range(min(bnb_rows, problem.rows))) if bnb_rows and problem.pattern.rowwise else None
-            cert = certify_layer(problem, mask, iterations=iterations, rows=rows, bnb_time_limit=bnb_time_limit)
+            cert = certify_layer(problem, mask, iterations=iterations, rows=rows, bnb_time_limit=bnb_time_limit,
+                                 shift=shift)
             d = cert.as_dict()
             d.update(name=problem.name, shape=[problem.rows, problem.d],
                      relative_error=cert.error / max(problem.dense_energy(), 1e-300))

@@ -92,7 +92,7 @@ def prune(model: nn.Module, calibration, config: PruneConfig | None = None, *, t
             elif config.reference:
                 rec.reference_error, rec.reference_relative_error = rec.error, rec.relative_error
             if certify_layer is not None:
-                rec.info["certificate"] = _jsonable(certify_layer(problem, sol.mask).as_dict())
+                rec.info["certificate"] = _jsonable(certify_layer(problem, sol.mask, shift=config.certify_shift).as_dict())
             apply_solution(adapter, module, problem, sol)
             rec.seconds = time.time() - t
             report.layers.append(rec)
