@@ -5,6 +5,7 @@ Calibration: 128 windows × 256 tokens of english-calib, seed 0 (the issue's anc
 
     .venv/bin/python bench/baselines.py --model tiny
     .venv/bin/python bench/baselines.py --model smollm --settings 50% 2:4 --eval-max-windows 32
+    .venv/bin/python bench/baselines.py --methods "sparseswaps:max_iter=10,refit=true"   # method options
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def child(args: argparse.Namespace) -> None:
     t = time.time()
     if args.method != "dense":
         pattern, sparsity = SETTINGS[args.setting]
-        cfg = maskopt.PruneConfig(method=args.method, sparsity=sparsity, pattern=pattern, nsamples=args.nsamples,
-                                  seqlen=args.seqlen, progress=False, reference=None)
+        name, _, opts = args.method.partition(":")  # e.g. "sparseswaps:max_iter=10,refit=true"
+        options = dict(kv.split("=", 1) for kv in opts.split(",") if kv)
+        cfg = maskopt.PruneConfig(method=name, sparsity=sparsity, pattern=pattern, nsamples=args.nsamples,
+                                  seqlen=args.seqlen, progress=False, reference=None, method_options=options)
         rep = maskopt.prune(model, [str(CALIB)], cfg, tokenizer=tok)
         res.update(prune_seconds=rep.prune_seconds, sparsity=rep.sparsity,
                    mean_relative_error=rep.mean_relative_error())
@@ -63,6 +66,7 @@ def main() -> None:
     ap.add_argument("--eval-seqlen", type=int, default=512)
     ap.add_argument("--eval-max-windows", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="", help="suffix of the result file name")
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -90,7 +94,7 @@ def main() -> None:
         lines.append(f"| {r['method']} | {r['setting'] if r['method'] != 'dense' else '–'} | {r['ppl'][text]:.2f} | "
                      f"{r['ppl'][text] / dense:.3f} | {a_ratio} | {r.get('mean_relative_error', 0):.4f} | "
                      f"{r.get('prune_seconds', 0):.1f} | {r['peak_memory_mb']:.0f} |")
-    save(f"baselines-{args.model}", {"args": vars(args), "runs": runs}, "\n".join(lines) + "\n")
+    save(f"baselines-{args.model}{'-' + args.tag if args.tag else ''}", {"args": vars(args), "runs": runs}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
