@@ -32,16 +32,21 @@ class _Stop(Exception):
     pass
 
 
-def _to(x: Any, device: torch.device) -> Any:
+def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
+    """Apply ``fn`` to every tensor inside nested tuples / lists / dicts (block arguments); keep the rest."""
     if isinstance(x, torch.Tensor):
-        return x.to(device)
+        return fn(x)
     if isinstance(x, tuple):
-        return tuple(_to(v, device) for v in x)
+        return tuple(map_tensors(fn, v) for v in x)
     if isinstance(x, list):
-        return [_to(v, device) for v in x]
+        return [map_tensors(fn, v) for v in x]
     if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
+        return {k: map_tensors(fn, v) for k, v in x.items()}
     return x
+
+
+def _to(x: Any, device: torch.device | str) -> Any:
+    return map_tensors(lambda t: t.to(device), x)
 
 
 @torch.no_grad()

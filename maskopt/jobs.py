@@ -1,6 +1,7 @@
 """End-to-end jobs behind the CLI: load → (evaluate) → prune → evaluate → save with report."""
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -70,7 +71,7 @@ def prune_job(model_name: str | Path, out: str | Path | None, config: PruneConfi
     if out is not None:
         check_output(out, overwrite)  # fail before any work
     model, tokenizer = load_model(model_name)
-    dense_model = load_model(model_name)[0] if reconstruct is not None else None
+    dense_model = copy.deepcopy(model) if reconstruct is not None else None  # targets for reconstruction
     device = resolve_device(config.device)
     windows = make_windows(list(calib), tokenizer, model, config)
     dense = {}

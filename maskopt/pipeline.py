@@ -83,12 +83,12 @@ def prune(model: nn.Module, calibration, config: PruneConfig | None = None, *, t
                                    seed=config.seed)
             sol = method.solve(problem)
             err = problem.error(sol.mask, sol.weight)
-            rec = LayerRecord(full, (problem.rows, problem.d), problem.kept_fraction, err,
-                              err / max(problem.dense_energy(), 1e-300), info=_jsonable(sol.info))
+            energy = max(problem.dense_energy(), 1e-300)
+            rec = LayerRecord(full, (problem.rows, problem.d), problem.kept_fraction, err, err / energy,
+                              info=_jsonable(sol.info))
             if reference is not None:
-                ref_mask = reference.solve(problem).mask
-                rec.reference_error = problem.error(ref_mask)
-                rec.reference_relative_error = problem.relative_error(ref_mask)
+                rec.reference_error = problem.error(reference.solve(problem).mask)
+                rec.reference_relative_error = rec.reference_error / energy
             elif config.reference:
                 rec.reference_error, rec.reference_relative_error = rec.error, rec.relative_error
             if certify_layer is not None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..adapters import Adapter
-from ..calibrate import Batch, _to, block_output
+from ..calibrate import Batch, _to, block_output, map_tensors
 
 
 class _Stop(Exception):
@@ -47,27 +47,11 @@ class UnitInput:
 
 def _slice(x: Any, sl: slice, n: int) -> Any:
     """Slice tensors that carry the batch dimension (ndim ≥ 2 and size n in dim 0); others broadcast."""
-    if isinstance(x, torch.Tensor):
-        return x[sl] if x.ndim >= 2 and x.shape[0] == n and n > 1 else x
-    if isinstance(x, tuple):
-        return tuple(_slice(v, sl, n) for v in x)
-    if isinstance(x, list):
-        return [_slice(v, sl, n) for v in x]
-    if isinstance(x, dict):
-        return {k: _slice(v, sl, n) for k, v in x.items()}
-    return x
+    return map_tensors(lambda t: t[sl] if t.ndim >= 2 and t.shape[0] == n and n > 1 else t, x)
 
 
 def cast_floats(x: Any, dtype: torch.dtype) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype) if x.is_floating_point() else x
-    if isinstance(x, tuple):
-        return tuple(cast_floats(v, dtype) for v in x)
-    if isinstance(x, list):
-        return [cast_floats(v, dtype) for v in x]
-    if isinstance(x, dict):
-        return {k: cast_floats(v, dtype) for k, v in x.items()}
-    return x
+    return map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t, x)
 
 
 @dataclass
