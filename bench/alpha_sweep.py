@@ -19,9 +19,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-from maskopt.methods import get_method  # noqa: E402
-from maskopt.problem import LayerProblem  # noqa: E402
-from maskopt.swaps import swap_refine  # noqa: E402
+from maskopt.solve.methods import get_method  # noqa: E402
+from maskopt.solve.problem import LayerProblem  # noqa: E402
+from maskopt.solve.swaps import swap_refine  # noqa: E402
 
 
 def layers(blocks: list[int], random: bool):

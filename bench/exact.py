@@ -25,11 +25,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
 
 from _layers import block_layers  # noqa: E402
-from maskopt.bnb.lmo import MaskLMO  # noqa: E402
-from maskopt.bnb.mask import solve_row  # noqa: E402
-from maskopt.certify import relaxation_bound  # noqa: E402
-from maskopt.methods import get_method  # noqa: E402
-from maskopt.problem import LayerProblem  # noqa: E402
+from maskopt.solve.bnb.lmo import MaskLMO  # noqa: E402
+from maskopt.solve.bnb.mask import solve_row  # noqa: E402
+from maskopt.certify.bounds import relaxation_bound  # noqa: E402
+from maskopt.solve.methods import get_method  # noqa: E402
+from maskopt.solve.problem import LayerProblem  # noqa: E402
 
 
 def part_a(layers: dict, layer: str, dims: list[int], n_inst: int, scip_limit: float) -> list[dict]:

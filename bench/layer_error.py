@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from maskopt.methods import get_method  # noqa: E402
-from maskopt.problem import LayerProblem  # noqa: E402
+from maskopt.solve.methods import get_method  # noqa: E402
+from maskopt.solve.problem import LayerProblem  # noqa: E402
 
 SETTINGS = [("per_row", 0.5), ("per_row", 0.6), ("per_row", 0.7), ("2:4", 0.5)]
 METHODS = ["wanda", "sparsegpt_mask", "sparsegpt", "ria", "dsnot", "sparsefw", "sparseswaps(wanda)",

@@ -47,7 +47,7 @@ def one(method: str, options: dict, pattern: str, sparsity: float, nsamples: int
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(threads)
     import maskopt
-    from maskopt.loading import load_model
+    from maskopt.model.loading import load_model
     model, tok = load_model(MODEL)
     cfg = maskopt.PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=options,
                               nsamples=nsamples, seqlen=seqlen, reference=None, progress=False, device="cpu")
@@ -66,7 +66,7 @@ def one(method: str, options: dict, pattern: str, sparsity: float, nsamples: int
 def dense_ppl(max_windows: int) -> float:
     sys.path.insert(0, str(ROOT))
     import maskopt
-    from maskopt.loading import load_model
+    from maskopt.model.loading import load_model
 
     model, tok = load_model(MODEL)
     return next(iter(maskopt.evaluate(model, tok, [str(TEST)], progress=False, max_windows=max_windows or None).values()))

@@ -24,7 +24,7 @@ import torch
 from maskopt.config import PruneConfig
 from maskopt.data import calibration_windows, eval_windows, read_texts, tokenize
 from maskopt.evaluate import perplexity
-from maskopt.loading import load_model
+from maskopt.model.loading import load_model
 from maskopt.pipeline import prune
 from maskopt.recover import PERPConfig, ReconstructConfig, perp_retrain, reconstruct
 
@@ -83,7 +83,7 @@ def recover(variant: str, pruned, dense, calib, train, args, device) -> dict:
 
 
 def sparsity_of(model) -> float:
-    from maskopt.adapters import get_adapter  # noqa: PLC0415
+    from maskopt.model.adapters import get_adapter  # noqa: PLC0415
     from maskopt.pipeline import measured_sparsity  # noqa: PLC0415
 
     return measured_sparsity(model, get_adapter(model))

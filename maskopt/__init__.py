@@ -6,9 +6,9 @@
 from ._version import __version__
 
 from .config import PruneConfig
-from .patterns import Pattern
+from .solve.patterns import Pattern
 from .pipeline import prune
-from .problem import LayerProblem, Solution
+from .solve.problem import LayerProblem, Solution
 
 
 def evaluate(model, tokenizer, texts, **kwargs):

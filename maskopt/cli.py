@@ -108,7 +108,7 @@ def eval_cmd(
 
 
 def _recovery_configs(reconstruct, recon_opt, perp, perp_opt):
-    from .methods.registry import _coerce  # noqa: PLC0415
+    from .solve.methods.registry import _coerce  # noqa: PLC0415
     from .recover import PERPConfig, ReconstructConfig  # noqa: PLC0415
     import dataclasses  # noqa: PLC0415
 
@@ -202,7 +202,7 @@ def certify(
 @app.command()
 def methods() -> None:
     """List the registered mask methods and their options (set with --opt KEY=VALUE)."""
-    from .methods import available, method_options  # noqa: PLC0415
+    from .solve.methods import available, method_options  # noqa: PLC0415
 
     for name in available():
         opts = ", ".join(f"{k}={v}" for k, v in method_options(name).items())

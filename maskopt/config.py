@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .patterns import Pattern, check_sparsity
+from .solve.patterns import Pattern, check_sparsity
 
 
 @dataclass

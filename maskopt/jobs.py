@@ -12,7 +12,7 @@ from .config import PruneConfig
 from .data import context_length, eval_windows, read_texts, tokenize
 from .evaluate import perplexity
 from .io import atomic_dir, check_output, write_json
-from .loading import load_model
+from .model.loading import load_model
 from .pipeline import prune, resolve_device
 from .report import PruneReport, peak_memory_mb
 
@@ -141,12 +141,12 @@ def certify_job(pruned_dir: str | Path, *, dense: str | Path | None = None, cali
     """
     import json
 
-    from .adapters import get_adapter
-    from .calibrate import collect_grams, walk_blocks
-    from .certify import certify_layer
+    from .model.adapters import get_adapter
+    from .model.calibrate import collect_grams, walk_blocks
+    from .certify.bounds import certify_layer
     from .config import PruneConfig
     from .pipeline import make_windows
-    from .problem import LayerProblem
+    from .solve.problem import LayerProblem
 
     pruned_dir = Path(pruned_dir)
     rep_path = pruned_dir / "maskopt_report.json"

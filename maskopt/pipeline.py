@@ -8,12 +8,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .adapters import Adapter, get_adapter
-from .calibrate import collect_grams, walk_blocks
+from .model.adapters import Adapter, get_adapter
+from .model.calibrate import collect_grams, walk_blocks
 from .config import PruneConfig
 from .data import calibration_windows, context_length, read_texts, tokenize
-from .methods import get_method
-from .problem import LayerProblem, Solution
+from .solve.methods import get_method
+from .solve.problem import LayerProblem, Solution
 from .report import LayerRecord, PruneReport, peak_memory_mb, versions
 
 
@@ -68,7 +68,7 @@ def prune(model: nn.Module, calibration, config: PruneConfig | None = None, *, t
     config.seqlen = int(windows.shape[1])
     certify_layer = None
     if config.certify:
-        from .certify import certify_layer  # noqa: PLC0415
+        from .certify.bounds import certify_layer  # noqa: PLC0415
     report = PruneReport(config=config.to_dict(), model=getattr(model.config, "_name_or_path", ""))
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False

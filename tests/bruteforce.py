@@ -9,7 +9,7 @@ import itertools
 
 import torch
 
-from maskopt.patterns import Pattern
+from maskopt.solve.patterns import Pattern
 
 
 def feasible_row_masks(d: int, pattern: Pattern, keep: int) -> torch.Tensor:

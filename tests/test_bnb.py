@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bf_exact import brute_force_row, row_masks
-from maskopt.bnb.lmo import MaskLMO
-from maskopt.bnb.local_search import swap_descent
-from maskopt.bnb.mask import jacobi_shift, row_error, row_objective, solve_row
-from maskopt.bnb.objectives import QuadraticObjective
-from maskopt.bnb.tree import BnBConfig
-from maskopt.fw.active_set import ActiveSet, bpcg
+from maskopt.solve.bnb.lmo import MaskLMO
+from maskopt.solve.bnb.local_search import swap_descent
+from maskopt.solve.bnb.mask import jacobi_shift, row_error, row_objective, solve_row
+from maskopt.solve.bnb.objectives import QuadraticObjective
+from maskopt.solve.bnb.tree import BnBConfig
+from maskopt.solve.fw.active_set import ActiveSet, bpcg
 
 
 def make_instance(rng: np.random.Generator, d: int, kind: str) -> tuple[np.ndarray, np.ndarray]:

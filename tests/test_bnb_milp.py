@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskopt.bnb import BnBConfig, BranchAndBound, FunctionObjective, QuadraticObjective
-from maskopt.bnb.milp import HighsLMO
+from maskopt.solve.bnb import BnBConfig, BranchAndBound, FunctionObjective, QuadraticObjective
+from maskopt.solve.bnb.milp import HighsLMO
 
 pyscipopt = pytest.importorskip("pyscipopt")
 

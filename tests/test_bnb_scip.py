@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskopt.bnb.lmo import MaskLMO
-from maskopt.bnb.mask import solve_row
+from maskopt.solve.bnb.lmo import MaskLMO
+from maskopt.solve.bnb.mask import solve_row
 
 pytest.importorskip("pyscipopt")
 from scip_oracle import scip_row  # noqa: E402

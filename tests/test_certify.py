@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bf_exact import brute_force_row
-from maskopt.certify import _relaxed, certify_layer, jacobi_shift, relaxation_bound, rowwise_shifts
-from maskopt.problem import LayerProblem
+from maskopt.certify.bounds import _relaxed, certify_layer, jacobi_shift, relaxation_bound, rowwise_shifts
+from maskopt.solve.problem import LayerProblem
 
 
 def layer(seed: int, rows: int, d: int, ill: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

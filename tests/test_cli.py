@@ -162,7 +162,7 @@ def test_certify_after_prune(model_dir, text_file, tmp_path):
 
 def test_mask_from_pruned_completes_counts():
     from maskopt.jobs import mask_from_pruned
-    from maskopt.problem import LayerProblem
+    from maskopt.solve.problem import LayerProblem
 
     W = torch.randn(4, 8, dtype=torch.float64)
     W[0, 1] = 0.0  # a dense zero that the mask keeps

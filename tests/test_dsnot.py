@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from bruteforce import random_problem
-from maskopt.methods import available, get_method
-from maskopt.problem import LayerProblem
+from maskopt.solve.methods import available, get_method
+from maskopt.solve.problem import LayerProblem
 
 torch.set_num_threads(1)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from bf_exact import brute_force_row
-from maskopt.methods import get_method
-from maskopt.methods.exact import parse_rows
-from maskopt.problem import LayerProblem
+from maskopt.solve.methods import get_method
+from maskopt.solve.methods.exact import parse_rows
+from maskopt.solve.problem import LayerProblem
 
 
 def problem(pattern: str, seed: int = 0, rows: int = 4, d: int = 12) -> LayerProblem:

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from maskopt.methods import available, get_method
-from maskopt.problem import LayerProblem
+from maskopt.solve.methods import available, get_method
+from maskopt.solve.problem import LayerProblem
 
 from bruteforce import brute_force
 

@@ -4,7 +4,7 @@ import torch
 from conftest import VOCAB, needs_shared, tiny_model, tiny_tokenizer, TINY_LLAMA, SHARED
 
 import maskopt
-from maskopt.adapters import UnsupportedModelError, get_adapter
+from maskopt.model.adapters import UnsupportedModelError, get_adapter
 from maskopt.io import save_model
 
 
@@ -47,7 +47,7 @@ def test_prune_every_family(family, method, pattern, tmp_path):
 
 def test_reported_error_matches_actual_layer_outputs():
     """The report's error for the first layer equals ‖WX − ŴX‖² on the captured inputs."""
-    from maskopt.calibrate import capture_block_inputs
+    from maskopt.model.calibrate import capture_block_inputs
 
     model = tiny_model("llama")
     dense = tiny_model("llama")

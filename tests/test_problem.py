@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskopt.patterns import Pattern, PatternError
-from maskopt.problem import LayerProblem
+from maskopt.solve.patterns import Pattern, PatternError
+from maskopt.solve.problem import LayerProblem
 
 
 def _instance(rows=6, d=16, n=40, seed=0, dtype=torch.float64):

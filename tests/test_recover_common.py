@@ -5,10 +5,10 @@ import copy
 
 import torch
 
-from maskopt.adapters import get_adapter
-from maskopt.calibrate import collect_grams, walk_blocks
-from maskopt.methods import get_method
-from maskopt.problem import LayerProblem
+from maskopt.model.adapters import get_adapter
+from maskopt.model.calibrate import collect_grams, walk_blocks
+from maskopt.solve.methods import get_method
+from maskopt.solve.problem import LayerProblem
 
 VOCAB = 128
 

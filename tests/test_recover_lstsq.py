@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskopt.patterns import Pattern
-from maskopt.problem import LayerProblem
+from maskopt.solve.patterns import Pattern
+from maskopt.solve.problem import LayerProblem
 from maskopt.recover.lstsq import layer_lstsq, masked_lstsq, row_objective
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from test_recover_common import assert_mask_kept, masks_of, one_thread, pruned_pair, windows  # noqa: F401
 
-from maskopt.adapters import get_adapter
-from maskopt.calibrate import capture_block_inputs
+from maskopt.model.adapters import get_adapter
+from maskopt.model.calibrate import capture_block_inputs
 from maskopt.recover import ReconstructConfig, RecoveryError, reconstruct
 from maskopt.recover.lstsq import layer_lstsq
 

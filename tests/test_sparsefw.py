@@ -6,11 +6,11 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from bruteforce import brute_force, random_problem
-from maskopt.methods import get_method
-from maskopt.methods.sparsefw import round_topk
-from maskopt.methods.wanda import wanda_scores
-from maskopt.patterns import Pattern
-from maskopt.problem import LayerProblem
+from maskopt.solve.methods import get_method
+from maskopt.solve.methods.sparsefw import round_topk
+from maskopt.solve.methods.wanda import wanda_scores
+from maskopt.solve.patterns import Pattern
+from maskopt.solve.problem import LayerProblem
 
 torch.set_num_threads(1)
 

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from bruteforce import brute_force, random_problem
-from maskopt.methods import get_method
-from maskopt.patterns import Pattern
-from maskopt.problem import LayerProblem
-from maskopt.swaps import swap_delta, swap_refine
+from maskopt.solve.methods import get_method
+from maskopt.solve.patterns import Pattern
+from maskopt.solve.problem import LayerProblem
+from maskopt.solve.swaps import swap_delta, swap_refine
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention
 

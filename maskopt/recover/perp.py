@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..adapters import get_adapter
+from ..model.adapters import get_adapter
 from .config import PERPConfig, RecoveryError
 from .lora import attach_lora, merge_lora
 from .params import apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks

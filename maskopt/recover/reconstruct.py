@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..adapters import get_adapter
-from ..calibrate import Batch, _move_non_blocks, _to, capture_block_inputs, run_block
+from ..model.adapters import get_adapter
+from ..model.calibrate import Batch, _move_non_blocks, _to, capture_block_inputs, run_block
 from .config import ReconstructConfig, RecoveryError
 from .lstsq import masked_lstsq
 from .params import apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..adapters import Adapter
-from ..calibrate import Batch, _to, block_output, map_tensors
+from ..model.adapters import Adapter
+from ..model.calibrate import Batch, _to, block_output, map_tensors
 
 
 class _Stop(Exception):

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .problem import LayerProblem
+from ..solve.problem import LayerProblem
 
 __all__ = ["LayerCertificate", "certify_layer", "relaxation_bound", "jacobi_shift", "rowwise_shifts"]
 
@@ -323,9 +323,9 @@ def certify_layer(
     if rows is not None and len(rows):
         if not problem.pattern.rowwise:
             raise ValueError("branch-and-bound row bounds need a per-row or N:M pattern (rows are coupled when unstructured)")
-        from .bnb.lmo import MaskLMO
-        from .bnb.mask import solve_row
-        from .bnb.tree import BnBConfig
+        from ..solve.bnb.lmo import MaskLMO
+        from ..solve.bnb.mask import solve_row
+        from ..solve.bnb.tree import BnBConfig
 
         pat = problem.pattern
         lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)

@@ -1,0 +1,1 @@
+"""The model side: loading, family adapters, the block walker (calibration)."""
