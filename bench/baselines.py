@@ -28,7 +28,7 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     import maskopt
-    from maskopt.jobs import evaluate_texts
+    from maskopt.perplexity import evaluate_texts
     from maskopt.model.loading import load_model
     from maskopt.report import peak_memory_mb
 

@@ -23,7 +23,7 @@ import torch
 
 from maskopt.config import PruneConfig
 from maskopt.data import calibration_windows, eval_windows, read_texts, tokenize
-from maskopt.evaluate import perplexity
+from maskopt.perplexity import perplexity
 from maskopt.model.loading import load_model
 from maskopt.pipeline import prune
 from maskopt.recover import PERPConfig, ReconstructConfig, perp_retrain, reconstruct

@@ -12,8 +12,8 @@ from .solve.problem import LayerProblem, Solution
 
 
 def evaluate(model, tokenizer, texts, **kwargs):
-    """Perplexity per text file; see maskopt.jobs.evaluate_texts."""
-    from .jobs import evaluate_texts
+    """Perplexity per text file; see maskopt.evaluate.evaluate_texts."""
+    from .perplexity import evaluate_texts
 
     return evaluate_texts(model, tokenizer, texts, **kwargs)
 

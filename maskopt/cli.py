@@ -1,4 +1,4 @@
-"""Command line: maskopt prune | eval | methods (| certify | recover). No logic of its own."""
+"""Command line: maskopt prune | recover | certify | eval | methods. Builds stage lists; no logic of its own."""
 from __future__ import annotations
 
 import json
@@ -8,23 +8,72 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"max_content_width": 200, "help_option_names": ["-h", "--help"]},
                   help="maskopt — prune LLMs after training by optimization (SparseFW, SparseSwaps, exact B&B).")
+
+# Errors a user can cause; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError, OSError)
 
 
 def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    msg = str(e) or type(e).__name__
+    if isinstance(e, OSError) and getattr(e, "filename", None) and e.filename not in msg:
+        msg = f"{msg}: {e.filename}"
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
-def _parse_opts(opts: list[str]) -> dict[str, str]:
-    out = {}
-    for o in opts or []:
-        if "=" not in o:
-            raise ValueError(f"--opt takes KEY=VALUE, got {o!r}")
-        k, v = o.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+def _log(quiet: bool):
+    return (lambda _m: None) if quiet else typer.echo
+
+
+def _threads(threads: Optional[int]) -> None:
+    import torch  # noqa: PLC0415
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be ≥ 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be ≥ 1 (sequences per forward pass), got {batch_size}")
+
+
+def _recover_specs(recover: Optional[List[str]], reconstruct: Optional[str], recon_opt: Optional[List[str]],
+                   perp: Optional[str], perp_opt: Optional[List[str]]) -> list:
+    """The recovery stages, in order: every --recover NAME[:k=v,...], then the older --reconstruct / --perp."""
+    from .options import parse_kv  # noqa: PLC0415
+    from .stages import make_stage  # noqa: PLC0415
+
+    if recon_opt and not reconstruct:
+        raise ValueError(f"--recon-opt {recon_opt} given without --reconstruct")
+    if perp_opt and not perp:
+        raise ValueError(f"--perp-opt {perp_opt} given without --perp")
+    stages = [make_stage(spec, "recover") for spec in recover or []]
+    if reconstruct:
+        stages.append(make_stage(reconstruct, "recover", parse_kv(recon_opt, "--recon-opt")))
+    if perp:
+        stages.append(make_stage(perp, "recover", parse_kv(perp_opt, "--perp-opt")))
+    return stages
+
+
+def _eval_stage(texts, label: str, max_windows: Optional[int], seqlen: Optional[int] = None):
+    from .perplexity import EvaluateOptions, EvaluateStage, check_max_windows  # noqa: PLC0415
+
+    return EvaluateStage(EvaluateOptions([str(t) for t in texts], label, seqlen, check_max_windows(max_windows)))
+
+
+def _print_perplexity(report) -> None:
+    for text, v in report.perplexity.items():
+        typer.echo(f"perplexity {text}: " + " → ".join(f"{k} {p:.2f}" for k, p in v.items()))
+
+
+RECOVER_HELP = ("Recovery stage NAME[:k=v,...] (repeatable, run in order): matrix | subblock | block | blocks "
+                "(reconstruction towards the dense model), norms_biases | masklora | scalelora (PERP retraining); "
+                "e.g. --recover matrix --recover masklora:steps=200,lr=5e-4.")
 
 
 @app.command()
@@ -37,127 +86,143 @@ def prune(
     nsamples: int = typer.Option(128, help="Number of calibration windows."),
     seqlen: Optional[int] = typer.Option(None, help="Tokens per calibration window (default min(2048, model context))."),
     seed: int = typer.Option(0, help="Seed of the calibration window sampling."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (HF checkpoint + maskopt_report.json/.md). Written atomically."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (HF checkpoint + masks + maskopt_report.json/.md/.png). Written atomically."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it is an earlier maskopt output."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same command from its checkpoint (beside --out); --no-resume starts over."),
     eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Text file(s) for perplexity before and after. Default with the default model: english-heldout and WikiText-2."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip perplexity evaluation."),
     eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text; the default-model job uses 128)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method option KEY=VALUE (repeatable), e.g. --opt iterations=500."),
     certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
-    reconstruct: Optional[str] = typer.Option(None, help="Recovery: reconstruct units towards the dense model: matrix | subblock | block | blocks."),
-    recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Reconstruction option KEY=VALUE (lr, epochs, batch_size, n_blocks, dense_inputs, …)."),
-    perp: Optional[str] = typer.Option(None, help="Recovery: PERP retraining: norms_biases | masklora | scalelora."),
-    perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="PERP option KEY=VALUE (lr, steps, epochs, r, alpha, …)."),
-    batch_size: int = typer.Option(8, help="Calibration batch size."),
+    recover: Optional[List[str]] = typer.Option(None, "--recover", help=RECOVER_HELP),
+    reconstruct: Optional[str] = typer.Option(None, help="Recovery (older form of --recover): matrix | subblock | block | blocks."),
+    recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Option KEY=VALUE of --reconstruct (lr, epochs, batch_size, n_blocks, dense_inputs, …)."),
+    perp: Optional[str] = typer.Option(None, help="Recovery (older form of --recover): norms_biases | masklora | scalelora."),
+    perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="Option KEY=VALUE of --perp (lr, steps, epochs, r, alpha, …)."),
+    batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run (auto_map). Off by default."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
 ) -> None:
-    """Prune a causal LM layer by layer (optionally recover) and save it with a report."""
+    """Prune a causal LM layer by layer (optionally recover) and save it with masks and a report."""
     from . import defaults  # noqa: PLC0415
     from .config import PruneConfig  # noqa: PLC0415
-    from .jobs import prune_job  # noqa: PLC0415
+    from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .options import parse_kv  # noqa: PLC0415
+    from .pipeline import PruneStage, resolve_device  # noqa: PLC0415
+    from .save import SaveOptions, SaveStage  # noqa: PLC0415
+    from .solve.methods import get_method  # noqa: PLC0415
 
     try:
+        from .io import check_output  # noqa: PLC0415
+
+        check_output(out, overwrite)
+        _threads(threads)
+        _batch_size(batch_size)
+        resolve_device(device)
         is_default = model is None
         model_name = str(defaults.default_model()) if is_default else model
         calib_files = calib or [str(defaults.default_calib())]
         texts = [] if no_eval else (eval_text or ([str(p) for p in defaults.default_eval_texts()] if is_default else []))
         if is_default and not eval_text and eval_max_windows is None:
             eval_max_windows = 128  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
-        if eval_max_windows == 0:
-            eval_max_windows = None
-        cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=_parse_opts(opt),
+        cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
                           certify=certify, progress=not quiet)
-        rcfg, pcfg = _recovery_configs(reconstruct, recon_opt, perp, perp_opt)
-        report = prune_job(model_name, out, cfg, calib=calib_files, eval_texts=texts,
-                           eval_max_windows=eval_max_windows, overwrite=overwrite, reconstruct=rcfg, perp=pcfg)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError) as e:
+        get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
+        stages = [_eval_stage(texts, "dense", eval_max_windows)] if texts else []
+        stages += [PruneStage(cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
+        stages += [_eval_stage(texts, "pruned", eval_max_windows)] if texts else []
+        stages.append(SaveStage(SaveOptions(overwrite)))
+        inputs = JobInputs(model_name, calib_files, nsamples, seqlen, seed, device, batch_size,
+                           trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts)
+        report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
+    except USER_ERRORS as e:
         _fail(e)
+    _print_perplexity(report)
     ref = report.mean_reference_relative_error()
     typer.echo(f"sparsity {report.sparsity:.4f}; mean relative layer error {report.mean_relative_error():.4f}"
-               + (f" (Wanda {ref:.4f})" if ref is not None else "") + f"; {report.wall_seconds:.1f} s")
-    if out is None:
-        typer.echo("(no --out given: nothing written)")
+               + (f" (Wanda {ref:.4f})" if ref is not None else "") + f"; {report.wall_seconds:.1f} s; "
+               f"report: {Path(out) / 'maskopt_report.md'}")
 
 
-@app.command("eval")
-def eval_cmd(
-    model: str = typer.Argument(..., help="Model folder (e.g. the output of `maskopt prune`), .gguf, or hub id."),
-    text: Optional[List[str]] = typer.Option(None, "--text", help="Evaluation text file(s). Default: english-heldout and WikiText-2 in ../shared."),
-    seqlen: Optional[int] = typer.Option(None, help="Window length (default min(2048, model context))."),
-    max_windows: Optional[int] = typer.Option(None, help="Cap on windows per text."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-) -> None:
-    """Perplexity of a model on text files (non-overlapping windows)."""
-    from . import defaults  # noqa: PLC0415
-    from .jobs import eval_job  # noqa: PLC0415
-
-    try:
-        texts = text or [str(p) for p in defaults.default_eval_texts()]
-        res = eval_job(model, texts, seqlen=seqlen, max_windows=max_windows, device=device, progress=not quiet)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        _fail(e)
-    if as_json:
-        typer.echo(json.dumps(res, indent=2))
-    else:
-        for k, v in res.items():
-            typer.echo(f"{k}: perplexity {v:.3f}")
+def _dense_of(report, dense: Optional[str]) -> Optional[str]:
+    """The dense model of a pruned folder: --dense, else the resolved model path its report recorded."""
+    if dense:
+        return dense
+    if report is None:
+        return None
+    rec = (report.inputs or {}).get("model") or {}
+    return rec.get("path") or rec.get("name") or report.model or None
 
 
-def _recovery_configs(reconstruct, recon_opt, perp, perp_opt):
-    from .solve.methods.registry import _coerce  # noqa: PLC0415
-    from .recover import PERPConfig, ReconstructConfig  # noqa: PLC0415
-    import dataclasses  # noqa: PLC0415
-
-    def build(cls, first_field, value, opts):
-        if value is None:
-            if opts:
-                raise ValueError(f"options {opts} given without choosing the recovery stage")
-            return None
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kw = _parse_opts(opts)
-        unknown = set(kw) - set(fields)
-        if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)}; options: {sorted(fields)}")
-        return cls(**{first_field: value, **{k: _coerce(v, fields[k]) for k, v in kw.items()}})
-
-    return (build(ReconstructConfig, "granularity", reconstruct, recon_opt),
-            build(PERPConfig, "mode", perp, perp_opt))
+def _pruned_folder(pruned: Path) -> None:
+    if not pruned.exists():
+        raise FileNotFoundError(f"pruned model folder {pruned} does not exist")
+    if not pruned.is_dir():
+        raise ValueError(f"{pruned} is not a folder (expected the output folder of `maskopt prune`)")
 
 
 @app.command()
 def recover(
-    pruned: Path = typer.Argument(..., help="Pruned model folder (its zeros are the mask; they stay zero)."),
+    pruned: Path = typer.Argument(..., help="Pruned model folder (its saved masks, or its zeros, are kept)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
+    recover_: Optional[List[str]] = typer.Option(None, "--recover", help=RECOVER_HELP + " Default: matrix (least squares per matrix, the measured best)."),
     dense: Optional[str] = typer.Option(None, help="Dense model for reconstruction targets (default: from the report)."),
     calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration/training text(s) (default: ../shared english-calib)."),
-    reconstruct: Optional[str] = typer.Option(None, help="matrix | subblock | block | blocks."),
-    recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Reconstruction option KEY=VALUE."),
-    perp: Optional[str] = typer.Option(None, help="norms_biases | masklora | scalelora."),
-    perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="PERP option KEY=VALUE."),
+    reconstruct: Optional[str] = typer.Option(None, help="Older form of --recover: matrix | subblock | block | blocks."),
+    recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Option KEY=VALUE of --reconstruct."),
+    perp: Optional[str] = typer.Option(None, help="Older form of --recover: norms_biases | masklora | scalelora."),
+    perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="Option KEY=VALUE of --perp."),
     nsamples: int = typer.Option(128, help="Calibration windows."),
     seqlen: Optional[int] = typer.Option(None, help="Tokens per window (default min(2048, context))."),
     seed: int = typer.Option(0, help="Seed of the window sampling."),
     eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Perplexity before and after on these texts."),
-    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it is an earlier maskopt output."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same command."),
+    batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
 ) -> None:
     """Recover quality of an already pruned model: reconstruction and/or PERP retraining; the mask is kept."""
     from . import defaults  # noqa: PLC0415
-    from .jobs import recover_job  # noqa: PLC0415
+    from .io import check_output  # noqa: PLC0415
+    from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .pipeline import resolve_device  # noqa: PLC0415
+    from .recover.stages import RECOMMENDED  # noqa: PLC0415
+    from .report import load_report  # noqa: PLC0415
+    from .save import SaveOptions, SaveStage  # noqa: PLC0415
+    from .stages import make_stage  # noqa: PLC0415
 
+    log = _log(quiet)
     try:
-        rcfg, pcfg = _recovery_configs(reconstruct, recon_opt, perp, perp_opt)
-        recover_job(pruned, out, dense=dense, calib=calib or [str(defaults.default_calib())], reconstruct=rcfg,
-                    perp=pcfg, nsamples=nsamples, seqlen=seqlen, seed=seed, eval_texts=eval_text or [],
-                    eval_max_windows=eval_max_windows, overwrite=overwrite, device=device, progress=not quiet)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError) as e:
+        _pruned_folder(pruned)
+        check_output(out, overwrite)
+        _threads(threads)
+        _batch_size(batch_size)
+        resolve_device(device)
+        rec = _recover_specs(recover_, reconstruct, recon_opt, perp, perp_opt)
+        if not rec:
+            rec = [make_stage(RECOMMENDED, "recover")]
+            log(f"no recovery stage named: running the recommended one, --recover {RECOMMENDED}")
+        report = load_report(pruned)
+        dense_name = _dense_of(report, dense)
+        if any(s.needs_dense for s in rec) and not dense_name:
+            raise ValueError(f"reconstruction needs the dense model: pass --dense ({pruned} has no report naming it)")
+        texts = eval_text or []
+        stages = ([_eval_stage(texts, "before", eval_max_windows)] if texts else []) + rec
+        stages += ([_eval_stage(texts, "after", eval_max_windows)] if texts else []) + [SaveStage(SaveOptions(overwrite))]
+        inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
+                           dense=dense_name if any(s.needs_dense for s in rec) else None,
+                           trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts)
+        report = run_job(stages, inputs, out=out, resume=resume, report=report, log=log)
+    except USER_ERRORS as e:
         _fail(e)
+    _print_perplexity(report)
 
 
 @app.command()
@@ -175,20 +240,40 @@ def certify(
     bnb_time_limit: float = typer.Option(1.0, help="Seconds of branch-and-bound per selected row."),
     shift: str = typer.Option("rowwise", help="Root bound: 'rowwise' (per-row diagonal shift, tighter, slower) or 'jacobi' (fast)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the certificates as JSON here."),
+    batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Certified lower bound on the best possible error of every layer, and the gap (err − LB) / err of its mask."""
     from . import defaults  # noqa: PLC0415
-    from .io import write_json  # noqa: PLC0415
-    from .jobs import certify_job  # noqa: PLC0415
+    from .certify.stage import CertifyOptions, CertifyStage  # noqa: PLC0415
+    from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .options import build_options  # noqa: PLC0415
+    from .pipeline import resolve_device  # noqa: PLC0415
+    from .report import load_report, write_json  # noqa: PLC0415
 
     try:
-        rows = certify_job(pruned, dense=dense, calib=calib or [str(defaults.default_calib())], pattern=pattern,
-                           sparsity=sparsity, nsamples=nsamples, seqlen=seqlen, seed=seed, iterations=iterations,
-                           bnb_rows=bnb_rows, bnb_time_limit=bnb_time_limit, shift=shift, device=device,
-                           progress=not quiet)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
+        _pruned_folder(pruned)
+        _threads(threads)
+        _batch_size(batch_size)
+        resolve_device(device)
+        report = load_report(pruned)
+        saved = report.config if report else {}
+        dense_name = _dense_of(report, dense)
+        if not dense_name:
+            raise ValueError("no dense model: pass --dense (the pruned folder has no maskopt_report.json naming it)")
+        sparsity = sparsity if sparsity is not None else saved.get("sparsity")
+        if sparsity is None:
+            raise ValueError("pass --sparsity (the pruned folder has no report stating it)")
+        opts = build_options(CertifyOptions, {"pattern": pattern or saved.get("pattern", "per_row"),
+                                              "sparsity": sparsity, "iterations": iterations, "bnb_rows": bnb_rows,
+                                              "bnb_time_limit": bnb_time_limit, "shift": shift}, "certify")
+        inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
+                           dense=dense_name, trust_remote_code=trust_remote_code, progress=not quiet)
+        rows = run_job([CertifyStage(CertifyOptions(**opts))], inputs, log=_log(quiet)).certificates
+    except USER_ERRORS as e:
         _fail(e)
     typer.echo(f"{'layer':40s} {'rel.err':>9s} {'error':>12s} {'lower bnd':>12s} {'gap':>7s}")
     for r in rows:
@@ -199,14 +284,58 @@ def certify(
         write_json(out, rows)
 
 
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="Model folder (e.g. the output of `maskopt prune`), .gguf, or hub id."),
+    text: Optional[List[str]] = typer.Option(None, "--text", help="Evaluation text file(s). Default: english-heldout and WikiText-2 in ../shared."),
+    seqlen: Optional[int] = typer.Option(None, help="Window length (default min(2048, model context))."),
+    max_windows: Optional[int] = typer.Option(None, help="Cap on windows per text (0 = whole text)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Perplexity of a model on text files (non-overlapping windows)."""
+    from . import defaults  # noqa: PLC0415
+    from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .pipeline import resolve_device  # noqa: PLC0415
+
+    try:
+        _threads(threads)
+        resolve_device(device)
+        texts = text or [str(p) for p in defaults.default_eval_texts()]
+        stage = _eval_stage(texts, "ppl", max_windows, seqlen)
+        inputs = JobInputs(model, device=device, trust_remote_code=trust_remote_code, progress=not quiet,
+                           eval_texts=texts)
+        res = {k: v["ppl"] for k, v in run_job([stage], inputs, log=lambda _m: None).perplexity.items()}
+    except USER_ERRORS as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        for k, v in res.items():
+            typer.echo(f"{k}: perplexity {v:.3f}")
+
+
 @app.command()
 def methods() -> None:
-    """List the registered mask methods and their options (set with --opt KEY=VALUE)."""
-    from .solve.methods import available, method_options  # noqa: PLC0415
+    """The registered mask methods, what each does, and its options (set with --opt KEY=VALUE)."""
+    from .options import defaults, field_docs  # noqa: PLC0415
+    from .solve.methods import available  # noqa: PLC0415
+    from .solve.methods.registry import method_class  # noqa: PLC0415
+    from .stages import stage_info, stage_names  # noqa: PLC0415
 
     for name in available():
-        opts = ", ".join(f"{k}={v}" for k, v in method_options(name).items())
-        typer.echo(f"{name:12s} {opts}")
+        cls = method_class(name)
+        typer.echo(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+        docs = field_docs(cls)
+        for k, v in defaults(cls).items():
+            typer.echo(f"    {k}={v}" + (f"  — {docs[k]}" if docs.get(k) else ""))
+    typer.echo("\nrecovery stages (--recover NAME[:k=v,...]):")
+    for name in stage_names("recover"):
+        cls, _, preset = stage_info(name)
+        typer.echo(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}" + (f" ({preset})" if preset else ""))
 
 
 def main() -> None:  # pragma: no cover

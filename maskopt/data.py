@@ -1,6 +1,7 @@
 """Text → token windows for calibration (random, seeded) and evaluation (non-overlapping)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +12,22 @@ class DataError(ValueError):
     """Calibration or evaluation text that cannot serve the request."""
 
 
+MAX_BAD_SHARE = 0.001  # share of undecodable bytes (or NULs) above which a text file is refused
+
+
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file; binary, Latin-1 or UTF-16 files (undecodable bytes, NULs) are refused by name."""
+    raw = path.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") + text.count("\x00")
+    if text and bad > max(2, MAX_BAD_SHARE * len(text)):
+        raise DataError(f"{path} is not UTF-8 text ({bad} of {len(text)} characters are undecodable bytes or NULs): "
+                        "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8) or pass another file")
+    if bad:
+        warnings.warn(f"{path}: {bad} undecodable byte(s) or NUL(s) replaced (of {len(text)} characters)", stacklevel=2)
+    return text
+
+
 def read_texts(sources: str | Path | Sequence[str | Path]) -> str:
     """Concatenate local text files; a name that is no file is tried as a `datasets` dataset."""
     if isinstance(sources, (str, Path)):
@@ -19,12 +36,14 @@ def read_texts(sources: str | Path | Sequence[str | Path]) -> str:
     for src in sources:
         p = Path(src)
         if p.is_file():
-            parts.append(p.read_text(encoding="utf-8", errors="replace"))
+            parts.append(read_text_file(p))
         elif p.is_dir():
             files = sorted(p.glob("*.txt"))
             if not files:
                 raise DataError(f"directory {p} holds no .txt files")
-            parts.extend(f.read_text(encoding="utf-8", errors="replace") for f in files)
+            parts.extend(read_text_file(f) for f in files)
+        elif str(src).startswith((".", "/", "~")) or p.suffix in (".txt", ".text", ".md", ".json", ".jsonl"):
+            raise DataError(f"text file {src} does not exist")
         else:
             parts.append(_from_datasets(str(src)))
     text = "\n".join(parts)
@@ -66,7 +85,7 @@ def calibration_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int
     if n < seqlen + 1:
         raise DataError(
             f"calibration text has {n} tokens; {nsamples} windows of {seqlen} tokens need at least "
-            f"{seqlen + 1} tokens (ideally ≥ {nsamples * seqlen} for distinct windows): give more text, "
+            f"{seqlen + 1} tokens (and {nsamples * seqlen} for {nsamples} windows): give more text, "
             "or lower --seqlen / --nsamples"
         )
     if n < nsamples * seqlen:
@@ -89,10 +108,39 @@ def eval_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None)
     return ids[: n * seqlen].reshape(n, seqlen)
 
 
-def context_length(model, cap: int = 2048) -> int:
+def model_context(model) -> int | None:
+    """The number of positions the model was built for, when its config says."""
     cfg = model.config
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         v = getattr(cfg, key, None)
         if isinstance(v, int) and v > 0:
-            return min(v, cap)
-    return cap
+            return v
+    return None
+
+
+def context_length(model, cap: int = 2048) -> int:
+    ctx = model_context(model)
+    return min(ctx, cap) if ctx else cap
+
+
+def check_seqlen(model, seqlen: int | None, what: str = "--seqlen") -> None:
+    """A window longer than the model's context would use positions it never saw (or crash): refuse."""
+    ctx = model_context(model)
+    if seqlen is not None and ctx is not None and seqlen > ctx:
+        raise DataError(f"{what} {seqlen} exceeds the model's context of {ctx} tokens "
+                        f"({type(model.config).__name__}); use {what} {ctx} or less")
+
+
+def make_windows(calibration, tokenizer, model, nsamples: int, seqlen: int | None, seed: int) -> torch.Tensor:
+    """Calibration as token windows: a ready (n × L) tensor, or text file(s) / dataset name(s)."""
+    if isinstance(calibration, torch.Tensor):
+        if calibration.ndim != 2 or calibration.numel() == 0:
+            raise ValueError("calibration tensor must be a non-empty (nsamples × seqlen) tensor of token ids")
+        check_seqlen(model, calibration.shape[1], "calibration window length")
+        return calibration.long()
+    if tokenizer is None:
+        raise ValueError("calibration given as text needs a tokenizer")
+    check_seqlen(model, seqlen)
+    seqlen = seqlen or context_length(model)
+    ids = tokenize(tokenizer, read_texts(calibration))
+    return calibration_windows(ids, nsamples, seqlen, seed)

@@ -1,240 +1,122 @@
-"""End-to-end jobs behind the CLI: load → (evaluate) → prune → evaluate → save with report."""
+"""A job: load what the stages need, run them (resumable), clean up. The CLI only builds stage lists.
+
+    run_job(stages, JobInputs(model=..., calib=[...]), out=OUT)
+
+Checks that can fail without a model (output folder, options) come first; then the model is loaded,
+the calibration windows made, a dense reference kept or loaded when a stage needs one, and the stages
+run with a checkpoint next to the output so that re-running the same command after a crash resumes.
+"""
 from __future__ import annotations
 
 import copy
-import time
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from .config import PruneConfig
-from .data import context_length, eval_windows, read_texts, tokenize
-from .evaluate import perplexity
-from .io import atomic_dir, check_output, write_json
+from .checkpoint import Checkpoint
+from .data import make_windows
+from .io import MASKS_FILE, check_output, clean_stale_tmp, file_digest, load_masks, tensor_digest
+from .model.adapters import get_adapter
 from .model.loading import load_model
-from .pipeline import prune, resolve_device
-from .report import PruneReport, peak_memory_mb
+from .pipeline import check_finite_weights, resolve_device
+from .report import RunReport
+from .runner import RunContext, run_stages
+from .save import SaveStage
+from .stages import Stage
 
 Log = Callable[[str], None]
 
 
-def evaluate_texts(model, tokenizer, texts: Sequence[str | Path], *, seqlen: int | None = None,
-                   max_windows: int | None = None, batch_size: int = 4, device=None, progress: bool = True,
-                   label: str = "") -> dict[str, float]:
-    """Perplexity per text file, windows of min(context, 2048) tokens unless ``seqlen`` is given."""
-    seqlen = seqlen or context_length(model)
-    out = {}
-    for text in texts:
-        ids = tokenize(tokenizer, read_texts(text))
-        out[_short(text)] = perplexity(model, eval_windows(ids, seqlen, max_windows), device=device,
-                                       batch_size=batch_size, progress=progress,
-                                       desc=f"{label} ppl {_short(text)}".strip())
-    return out
+@dataclass
+class JobInputs:
+    """Where the model and texts come from, and how to run."""
+
+    model: str | Path  # the model to change: a dense model (prune) or a pruned folder (recover, certify)
+    calib: Sequence[str | Path] = ()
+    nsamples: int = 128
+    seqlen: int | None = None
+    seed: int = 0
+    device: str | None = None
+    batch_size: int = 8
+    offload: bool = True
+    dense: str | Path | None = None  # the dense model, when ``model`` is a pruned folder
+    trust_remote_code: bool = False
+    progress: bool = True
+    eval_texts: Sequence[str | Path] = field(default_factory=list)  # recorded with hashes in the report
 
 
-def _short(text: str | Path) -> str:
-    p = Path(text)
-    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+def _describe_path(p: str | Path) -> dict:
+    path = Path(p).expanduser()
+    if path.is_file():
+        return {"path": str(path.resolve()), "sha256": file_digest(path), "bytes": path.stat().st_size}
+    if path.is_dir():
+        return {"path": str(path.resolve())}
+    return {"name": str(p)}  # a hub id or dataset name
 
 
-def apply_recovery(model, dense_model, windows: torch.Tensor, reconstruct_cfg=None, perp_cfg=None, *,
-                   device=None, batch_size: int = 8, progress: bool = True, log: Log = print) -> dict:
-    """Optional recovery after pruning: reconstruction towards the dense model, then PERP retraining."""
-    from .recover import perp_retrain, reconstruct  # noqa: PLC0415
+def _fingerprint(stages: Sequence[Stage], model_digest: str, windows: torch.Tensor | None, device: torch.device,
+                 extra: dict) -> str:
+    from ._version import __version__  # noqa: PLC0415
 
-    out: dict = {}
-    if reconstruct_cfg is not None:
-        res = reconstruct(model, dense_model, windows, reconstruct_cfg, device=device, batch_size=batch_size,
-                          progress=progress)
-        out["reconstruct"] = {k: v for k, v in res.items() if k != "units"} | {"units": res.get("units", [])}
-        log(f"reconstruction ({reconstruct_cfg.granularity}): mean unit MSE {res['mse_before']:.4g} → {res['mse_after']:.4g}")
-    if perp_cfg is not None:
-        res = perp_retrain(model, windows, perp_cfg, device=device, progress=progress)
-        out["perp"] = {k: v for k, v in res.items() if k != "losses"}
-        log(f"PERP ({perp_cfg.mode}): loss {res['loss_first']:.4f} → {res['loss_last']:.4f}")
-        model.to("cpu")
-    return out
+    payload = {"stages": [s.spec() for s in stages if not isinstance(s, SaveStage)], "model": model_digest,
+               "windows": tensor_digest([("w", windows)]) if windows is not None else None,
+               "device": device.type, "maskopt": __version__, **extra}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def prune_job(model_name: str | Path, out: str | Path | None, config: PruneConfig, *,
-              calib: Sequence[str | Path], eval_texts: Sequence[str | Path] = (), eval_seqlen: int | None = None,
-              eval_max_windows: int | None = None, overwrite: bool = False, reconstruct=None, perp=None,
-              log: Log = print) -> PruneReport:
-    """The main job. Nothing is written unless everything succeeded; the output folder appears at once.
-
-    ``reconstruct`` / ``perp``: optional recovery configs (maskopt.recover.ReconstructConfig / PERPConfig).
-    """
-    from .pipeline import make_windows  # noqa: PLC0415
-
-    t0 = time.time()
-    if out is not None:
-        check_output(out, overwrite)  # fail before any work
-    model, tokenizer = load_model(model_name)
-    dense_model = copy.deepcopy(model) if reconstruct is not None else None  # targets for reconstruction
-    device = resolve_device(config.device)
-    windows = make_windows(list(calib), tokenizer, model, config)
-    dense = {}
-    if eval_texts:
-        dense = evaluate_texts(model, tokenizer, eval_texts, seqlen=eval_seqlen, max_windows=eval_max_windows,
-                               device=device, progress=config.progress, label="dense")
-        model.to("cpu")
-    report = prune(model, windows, config, tokenizer=tokenizer)
-    report.model = str(model_name)
-    if reconstruct is not None or perp is not None:
-        report.recovery = apply_recovery(model, dense_model, windows, reconstruct, perp, device=device,
-                                         batch_size=config.batch_size, progress=config.progress, log=log)
-        del dense_model
-    if eval_texts:
-        pruned = evaluate_texts(model, tokenizer, eval_texts, seqlen=eval_seqlen, max_windows=eval_max_windows,
-                                device=device, progress=config.progress, label="pruned")
-        model.to("cpu")
-        report.perplexity = {k: {"dense": dense[k], "pruned": pruned[k]} for k in dense}
-        for k, v in report.perplexity.items():
-            log(f"perplexity {k}: dense {v['dense']:.2f} → pruned {v['pruned']:.2f}")
-    report.wall_seconds = time.time() - t0
-    report.peak_memory_mb = peak_memory_mb()
-    if out is not None:
-        report.output = str(out)
-        with atomic_dir(out, overwrite) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            write_json(tmp / "maskopt_report.json", report.to_dict())
-            (tmp / "maskopt_report.md").write_text(report.to_markdown())
-        log(f"pruned model and report written to {out} (maskopt_report.json, maskopt_report.md)")
-    return report
-
-
-def eval_job(model_dir: str | Path, texts: Sequence[str | Path], *, seqlen: int | None = None,
-             max_windows: int | None = None, device: str | None = None, progress: bool = True) -> dict[str, float]:
-    model, tokenizer = load_model(model_dir)
-    return evaluate_texts(model, tokenizer, texts, seqlen=seqlen, max_windows=max_windows,
-                          device=resolve_device(device), progress=progress)
-
-
-def mask_from_pruned(W_pruned: torch.Tensor, W_dense: torch.Tensor, problem) -> torch.Tensor:
-    """The mask of a saved pruned layer: its non-zeros, completed to the pattern's counts with entries whose
-    dense weight is zero (they cost nothing either way), then any pruned entries (stable order)."""
-    mask = W_pruned != 0
-    if problem.is_feasible(mask):
-        return mask
-    pat = problem.pattern
-    g_mask = pat.to_groups(mask.clone())
-    missing = problem.keep - g_mask.sum(1)
-    if (missing < 0).any():
-        raise ValueError(f"{problem.name}: keeps more weights than pattern {pat} at sparsity {problem.sparsity} allows")
-    prio = (~g_mask).to(torch.float32) * (1.0 + (pat.to_groups(W_dense) == 0).to(torch.float32))
-    order = torch.argsort(prio, dim=1, descending=True, stable=True)
-    take = torch.arange(order.shape[1])[None, :] < missing[:, None]
-    g_mask.scatter_(1, order, g_mask.gather(1, order) | take)
-    return pat.from_groups(g_mask, *mask.shape)
-
-
-def certify_job(pruned_dir: str | Path, *, dense: str | Path | None = None, calib: Sequence[str | Path],
-                pattern: str | None = None, sparsity: float | None = None, nsamples: int = 128,
-                seqlen: int | None = None, seed: int = 0, iterations: int = 300, bnb_rows: int = 0,
-                bnb_time_limit: float = 1.0, shift: str = "rowwise", device: str | None = None,
-                progress: bool = True) -> list[dict]:
-    """Per layer of a pruned model: error of its mask on the dense weights, certified lower bound, gap.
-
-    G is accumulated as during pruning: the dense block's linear inputs on the pruned model's block inputs.
-    """
-    import json
-
-    from .model.adapters import get_adapter
-    from .model.calibrate import collect_grams, walk_blocks
-    from .certify.bounds import certify_layer
-    from .config import PruneConfig
-    from .pipeline import make_windows
-    from .solve.problem import LayerProblem
-
-    pruned_dir = Path(pruned_dir)
-    rep_path = pruned_dir / "maskopt_report.json"
-    saved = json.loads(rep_path.read_text()) if rep_path.exists() else {}
-    cfg_saved = saved.get("config", {})
-    dense = dense or saved.get("model")
-    if not dense:
-        raise ValueError("no dense model: pass --dense (the pruned folder has no maskopt_report.json naming it)")
-    pattern = pattern or cfg_saved.get("pattern", "per_row")
-    sparsity = sparsity if sparsity is not None else cfg_saved.get("sparsity")
-    if sparsity is None:
-        raise ValueError("pass --sparsity (the pruned folder has no report stating it)")
-    cfg = PruneConfig(pattern=pattern, sparsity=sparsity, nsamples=nsamples, seqlen=seqlen, seed=seed, device=device)
-    model, tok = load_model(pruned_dir)
-    dense_model, _ = load_model(dense)
+def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = None, resume: bool = True,
+            report: RunReport | None = None, log: Log = print) -> RunReport:
+    """Run ``stages`` on the model of ``inputs``; a SaveStage writes ``out``. Returns the report."""
+    saves = [s for s in stages if isinstance(s, SaveStage)]
+    if saves:
+        out = check_output(out, saves[-1].options.overwrite)
+        stale = clean_stale_tmp(out)
+        if stale:
+            log(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
+                + ", ".join(p.name for p in stale))
+    device = resolve_device(inputs.device)
+    model_path = Path(inputs.model)
+    model, tokenizer = load_model(inputs.model, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)
     adapter = get_adapter(model)
-    windows = make_windows(list(calib), tok, model, cfg)
-    dev = resolve_device(device)
-    dense_blocks = adapter.get_blocks(dense_model)
-    rows_out: list[dict] = []
-
-    def step(i: int, block, batches) -> None:
-        dblock = dense_blocks[i].to(dev)
-        grams = collect_grams(dblock, adapter, batches, dev)
-        dlin, plin = adapter.linears(dblock), adapter.linears(block)
-        for name in adapter.linear_names():
-            Wd = adapter.get_weight(dlin[name]).to(torch.float32)
-            problem = LayerProblem(Wd, grams[name].to(torch.float32), cfg.pattern, cfg.sparsity,
-                                   name=f"{adapter.blocks}.{i}.{name}")
-            mask = mask_from_pruned(adapter.get_weight(plin[name]), Wd, problem)
-            rows = list(range(min(bnb_rows, problem.rows))) if bnb_rows and problem.pattern.rowwise else None
-            cert = certify_layer(problem, mask, iterations=iterations, rows=rows, bnb_time_limit=bnb_time_limit,
-                                 shift=shift)
-            d = cert.as_dict()
-            d.update(name=problem.name, shape=[problem.rows, problem.d],
-                     relative_error=cert.error / max(problem.dense_energy(), 1e-300))
-            rows_out.append(d)
-        dense_blocks[i].to("cpu")
-
-    model.config.use_cache = False
-    walk_blocks(model, adapter, windows, step, device=dev, batch_size=cfg.batch_size, desc="certifying",
-                progress=progress)
-    return rows_out
-
-
-def recover_job(pruned_dir: str | Path, out: str | Path, *, dense: str | Path | None = None,
-                calib: Sequence[str | Path], reconstruct=None, perp=None, nsamples: int = 128,
-                seqlen: int | None = None, seed: int = 0, eval_texts: Sequence[str | Path] = (),
-                eval_max_windows: int | None = None, overwrite: bool = False, device: str | None = None,
-                progress: bool = True, log: Log = print) -> dict:
-    """Recovery on an already pruned model; its zeros are the mask and stay zero. Saves atomically."""
-    import json
-
-    from .pipeline import make_windows  # noqa: PLC0415
-
-    if reconstruct is None and perp is None:
-        raise ValueError("nothing to do: choose --reconstruct and/or --perp")
-    check_output(out, overwrite)
-    pruned_dir = Path(pruned_dir)
-    rep_path = pruned_dir / "maskopt_report.json"
-    saved = json.loads(rep_path.read_text()) if rep_path.exists() else {}
-    dense = dense or saved.get("model")
-    if reconstruct is not None and not dense:
-        raise ValueError("reconstruction needs the dense model: pass --dense")
-    model, tokenizer = load_model(pruned_dir)
-    dense_model = load_model(dense)[0] if reconstruct is not None else None
-    cfg = PruneConfig(nsamples=nsamples, seqlen=seqlen, seed=seed, device=device, progress=progress)
-    windows = make_windows(list(calib), tokenizer, model, cfg)
-    dev = resolve_device(device)
-    result: dict = {"source": str(pruned_dir), "dense": str(dense) if dense else None}
-    before = evaluate_texts(model, tokenizer, eval_texts, max_windows=eval_max_windows, device=dev,
-                            progress=progress, label="before") if eval_texts else {}
-    model.to("cpu")
-    result.update(apply_recovery(model, dense_model, windows, reconstruct, perp, device=dev,
-                                 batch_size=cfg.batch_size, progress=progress, log=log))
-    if eval_texts:
-        after = evaluate_texts(model, tokenizer, eval_texts, max_windows=eval_max_windows, device=dev,
-                               progress=progress, label="after")
-        model.to("cpu")
-        result["perplexity"] = {k: {"before": before[k], "after": after[k]} for k in before}
-        for k, v in result["perplexity"].items():
-            log(f"perplexity {k}: before {v['before']:.2f} → after {v['after']:.2f}")
-    with atomic_dir(out, overwrite) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if saved:
-            saved["recovery"] = result
-            write_json(tmp / "maskopt_report.json", saved)
-        write_json(tmp / "maskopt_recovery.json", result)
-    log(f"recovered model written to {out}")
+    check_finite_weights(model, adapter)
+    model_digest = tensor_digest(model.state_dict().items())
+    windows = None
+    if any(s.needs_windows for s in stages):
+        windows = make_windows(list(inputs.calib), tokenizer, model, inputs.nsamples, inputs.seqlen, inputs.seed)
+    dense = None
+    if any(s.needs_dense for s in stages):
+        if inputs.dense is not None:
+            dense = load_model(inputs.dense, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)[0]
+            if get_adapter(dense) is not adapter:
+                raise ValueError(f"the dense model {inputs.dense} is not of the same family as {inputs.model}")
+        else:
+            dense = copy.deepcopy(model)  # the model is still dense here: keep it as the reference
+    masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
+    report = report or RunReport(config={}, model=str(inputs.model))
+    report.inputs = {
+        "model": _describe_path(inputs.model), "dense": _describe_path(inputs.dense) if inputs.dense else None,
+        "calibration": [_describe_path(c) for c in inputs.calib] if windows is not None else [],
+        "nsamples": int(windows.shape[0]) if windows is not None else None,
+        "seqlen": int(windows.shape[1]) if windows is not None else None, "seed": inputs.seed,
+        "eval_texts": [_describe_path(t) for t in inputs.eval_texts], "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "stages": [s.spec() for s in stages], "command": sys.argv,
+    }
+    ctx = RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense, masks=masks,
+                     batch_size=inputs.batch_size, offload=inputs.offload, progress=inputs.progress, log=log,
+                     out=Path(out) if out is not None else None)
+    checkpoint = None
+    if saves:
+        dense_digest = tensor_digest(dense.state_dict().items()) if inputs.dense is not None else None
+        checkpoint = Checkpoint(out, _fingerprint(stages, model_digest, windows, device, {"dense": dense_digest}))
+        if not resume:
+            checkpoint.clear()
+    result = run_stages(stages, ctx, checkpoint)
+    if checkpoint is not None:
+        checkpoint.clear()
     return result

@@ -114,9 +114,15 @@ def test_existing_output_needs_overwrite(model_dir, text_file, tmp_path):
     r = _prune(model_dir, out, text_file)
     assert r.exit_code == 2 and "--overwrite" in r.output
     assert (out / "keep.txt").read_text() == "mine"
-    r = _prune(model_dir, out, text_file, "--overwrite")
+    r = _prune(model_dir, out, text_file, "--overwrite")  # not a maskopt output: never replaced
+    assert r.exit_code == 2 and "not a maskopt output" in r.output
+    assert (out / "keep.txt").read_text() == "mine"
+    out2 = tmp_path / "out2"
+    assert _prune(model_dir, out2, text_file).exit_code == 0
+    (out2 / "stale.txt").write_text("old run")
+    r = _prune(model_dir, out2, text_file, "--overwrite", "--method", "magnitude")  # an earlier maskopt output
     assert r.exit_code == 0, r.output
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert not (out2 / "stale.txt").exists() and (out2 / "model.safetensors").exists()
 
 
 def test_interrupted_save_leaves_nothing(model_dir, text_file, tmp_path, monkeypatch):
@@ -131,7 +137,7 @@ def test_interrupted_save_leaves_nothing(model_dir, text_file, tmp_path, monkeyp
     r = _prune(model_dir, out, text_file)
     assert r.exit_code != 0
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]  # the run's checkpoint may stay
 
 
 def test_methods_lists_registry():
@@ -161,7 +167,7 @@ def test_certify_after_prune(model_dir, text_file, tmp_path):
 
 
 def test_mask_from_pruned_completes_counts():
-    from maskopt.jobs import mask_from_pruned
+    from maskopt.certify.stage import mask_from_pruned
     from maskopt.solve.problem import LayerProblem
 
     W = torch.randn(4, 8, dtype=torch.float64)
@@ -179,9 +185,9 @@ def test_prune_with_recovery_then_recover_again(model_dir, text_file, tmp_path):
                "--perp", "masklora", "--perp-opt", "steps=2", "--perp-opt", "r=2")
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "maskopt_report.json").read_text())
-    rec = rep["recovery"]["reconstruct"]
+    rec = rep["recovery"]["subblock"]
     assert rec["mse_after"] <= rec["mse_before"]
-    assert rep["recovery"]["perp"]["steps"] == 2
+    assert rep["recovery"]["masklora"]["steps"] == 2
     from safetensors.torch import load_file
 
     sd = load_file(out / "model.safetensors")
@@ -199,7 +205,7 @@ def test_prune_with_recovery_then_recover_again(model_dir, text_file, tmp_path):
 
 def test_recover_bad_input(model_dir, text_file, tmp_path):
     r = runner.invoke(app, ["recover", str(model_dir), "--out", str(tmp_path / "o"), "--calib", str(text_file), "-q"])
-    assert r.exit_code == 2 and "nothing to do" in r.output
+    assert r.exit_code == 2 and "--dense" in r.output  # the default recovery (matrix) needs the dense model
     r = runner.invoke(app, ["recover", str(model_dir), "--out", str(tmp_path / "o"), "--calib", str(text_file),
                             "--perp", "masklora", "--perp-opt", "lr=0", "-q"])
     assert r.exit_code == 2 and "lr" in r.output

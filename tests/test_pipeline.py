@@ -4,6 +4,7 @@ import torch
 from conftest import VOCAB, needs_shared, tiny_model, tiny_tokenizer, TINY_LLAMA, SHARED
 
 import maskopt
+import maskopt.model.loading
 from maskopt.model.adapters import UnsupportedModelError, get_adapter
 from maskopt.io import save_model
 
@@ -119,15 +120,21 @@ def test_calibration_text_too_short(tmp_path):
 
 @needs_shared
 def test_real_model_end_to_end(tmp_path):
-    from maskopt.jobs import prune_job
+    from maskopt.jobs import JobInputs, run_job
+    from maskopt.perplexity import EvaluateOptions, EvaluateStage
+    from maskopt.pipeline import PruneStage
+    from maskopt.save import SaveOptions, SaveStage
 
     cfg = maskopt.PruneConfig(method="wanda", sparsity=0.5, nsamples=8, seqlen=128, progress=False)
     text = SHARED / "data" / "english-heldout" / "test.txt"
-    report = prune_job(TINY_LLAMA, tmp_path / "out", cfg, calib=[SHARED / "data" / "english-calib" / "calib.txt"],
-                       eval_texts=[text], eval_max_windows=4, eval_seqlen=128, log=lambda s: None)
+    ev = [EvaluateStage(EvaluateOptions([str(text)], label, 128, 4)) for label in ("dense", "pruned")]
+    inputs = JobInputs(TINY_LLAMA, [SHARED / "data" / "english-calib" / "calib.txt"], 8, 128, progress=False)
+    report = run_job([ev[0], PruneStage(cfg), ev[1], SaveStage(SaveOptions())], inputs, out=tmp_path / "out",
+                     log=lambda s: None)
     ppl = report.perplexity["english-heldout/test.txt"]
     assert 20 < ppl["dense"] < ppl["pruned"] < 10 * ppl["dense"]
     assert abs(report.sparsity - 0.5) < 1e-6
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "maskopt_report.json").exists()
-    res = maskopt.jobs.eval_job(tmp_path / "out", [text], seqlen=128, max_windows=4, progress=False)
+    model, tok = maskopt.model.loading.load_model(tmp_path / "out")
+    res = maskopt.evaluate(model, tok, [text], seqlen=128, max_windows=4, progress=False)
     assert res["english-heldout/test.txt"] == pytest.approx(ppl["pruned"], rel=1e-5)

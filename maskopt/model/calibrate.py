@@ -1,16 +1,17 @@
-"""Sequential calibration: capture the inputs of block 0, then walk the blocks.
+"""The block walker: capture the inputs of block 0, then walk the decoder blocks in order.
 
-Per block: accumulate G = Σ x xᵀ for every group of linear layers that share an
-input, let a callback change the block (prune, reconstruct), and run the changed
-block to produce the next block's inputs. Only the current block needs to live on
-the compute device; keyword arguments the blocks need (attention mask, position
-ids / rotary embeddings) are captured from the model's own forward, never re-derived.
+Every pass over a model goes through :class:`BlockWalker` — pruning, certification and
+reconstruction alike. It carries one activation stream (the model being changed) or two (that
+model and a dense reference, for reconstruction targets), lets the caller change the current
+block(s), then runs the changed block(s) to produce the next inputs. Only the current block needs
+to live on the compute device; the keyword arguments blocks need (attention mask, position ids /
+rotary embeddings) are captured from the model's own forward, never re-derived. G = Σ x xᵀ for
+every group of linears that share an input is accumulated by :func:`collect_grams`.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -45,8 +46,14 @@ def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
     return x
 
 
-def _to(x: Any, device: torch.device | str) -> Any:
+def to_device(x: Any, device: torch.device | str) -> Any:
+    """Every tensor inside ``x`` on ``device``."""
     return map_tensors(lambda t: t.to(device), x)
+
+
+def block_output(out: Any) -> torch.Tensor:
+    """The hidden states of a block's (or sub-module's) output, whatever tuple it returns."""
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 @torch.no_grad()
@@ -62,7 +69,8 @@ def capture_block_inputs(
         hidden = args[0] if args else kwargs.pop("hidden_states")
         kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_value", "past_key_values", "layer_past")}
         kwargs["use_cache"] = False
-        captured.append(Batch(hidden.to(store_device), _to(args[1:], store_device), _to(kwargs, store_device)))
+        captured.append(Batch(hidden.to(store_device), to_device(args[1:], store_device),
+                              to_device(kwargs, store_device)))
         raise _Stop
 
     handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
@@ -77,16 +85,12 @@ def capture_block_inputs(
     return captured
 
 
-def block_output(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 @torch.no_grad()
 def run_block(block: nn.Module, batches: list[Batch], device: torch.device) -> list[Batch]:
     """The block's outputs as the next block's inputs (same extra arguments)."""
     outs = []
     for b in batches:
-        h = block_output(block(b.hidden.to(device), *_to(b.args, device), **_to(b.kwargs, device)))
+        h = block_output(block(b.hidden.to(device), *to_device(b.args, device), **to_device(b.kwargs, device)))
         outs.append(Batch(h.to(b.hidden.device), b.args, b.kwargs))
     return outs
 
@@ -120,33 +124,19 @@ class GramCollector:
 
 @torch.no_grad()
 def collect_grams(block: nn.Module, adapter: Adapter, batches: list[Batch], device: torch.device) -> dict[str, torch.Tensor]:
-    """G for the first layer of every shared-input group (one forward of the dense block)."""
+    """G for the first layer of every shared-input group (one forward of the block); every layer of a
+    group maps to the same tensor object."""
     firsts = {group[0]: block.get_submodule(group[0]) for group in adapter.linear_groups}
     collector = GramCollector(firsts)
     try:
         run_block(block, batches, device)
     finally:
         collector.remove()
-    grams = {}
-    for group in adapter.linear_groups:
-        for name in group:
-            grams[name] = collector.grams[group[0]]
-    return grams
+    return {name: collector.grams[group[0]] for group in adapter.linear_groups for name in group}
 
 
-@contextmanager
-def on_device(module: nn.Module, device: torch.device, offload: bool) -> Iterator[nn.Module]:
-    """Move a block to the compute device for the duration; back to CPU afterwards when offloading."""
-    module.to(device)
-    try:
-        yield module
-    finally:
-        if offload and device.type != "cpu":
-            module.to("cpu")
-
-
-def _move_non_blocks(model: nn.Module, adapter: Adapter, device: torch.device) -> None:
-    """Put everything except the decoder blocks on the compute device (embeddings, rotary, norms)."""
+def move_non_blocks(model: nn.Module, adapter: Adapter, device: torch.device) -> None:
+    """Put everything except the decoder blocks on ``device`` (embeddings, rotary, final norm)."""
     prefix = adapter.blocks + "."
     for name, mod in model.named_modules():
         if name == adapter.blocks or name.startswith(prefix):
@@ -156,38 +146,127 @@ def _move_non_blocks(model: nn.Module, adapter: Adapter, device: torch.device) -
         model.tie_weights()
 
 
+@dataclass
+class BlockStep:
+    """What the walker hands out for one step: the block indices, the model's blocks (on the device), the
+    inputs of the first of them, and, when a dense reference is walked along, its blocks and inputs."""
+
+    indices: list[int]
+    blocks: list[nn.Module]
+    inputs: list[Batch]
+    dense_blocks: list[nn.Module] | None = None
+    dense_inputs: list[Batch] | None = None
+
+    @property
+    def index(self) -> int:
+        return self.indices[0]
+
+    @property
+    def block(self) -> nn.Module:
+        return self.blocks[0]
+
+    @property
+    def dense_block(self) -> nn.Module | None:
+        return self.dense_blocks[0] if self.dense_blocks else None
+
+
+class BlockWalker:
+    """Sequential pass over the decoder blocks, ``stride`` blocks per step.
+
+    Iterating yields a :class:`BlockStep`; the caller may change the step's blocks in place; when the
+    caller asks for the next step, the walker runs the (changed) blocks on the inputs to produce the
+    next inputs, checks them for NaN/Inf and calls ``on_step_done(step, next_inputs, next_dense_inputs)``
+    (used for checkpoints). With ``dense_model``, the dense blocks of the same indices come along
+    (``dense_stream=True`` also carries the dense model's own activations). ``start`` / ``resume_hidden``
+    / ``resume_dense_hidden`` restart the walk at a later block from saved hidden states.
+    """
+
+    def __init__(
+        self, model: nn.Module, adapter: Adapter, windows: torch.Tensor, *, device: torch.device | str = "cpu",
+        batch_size: int = 8, offload: bool = True, dense_model: nn.Module | None = None,
+        dense_stream: bool = False, stride: int = 1, start: int = 0,
+        resume_hidden: Sequence[torch.Tensor] | None = None,
+        resume_dense_hidden: Sequence[torch.Tensor] | None = None, desc: str = "blocks", progress: bool = True,
+        on_step_done: Callable[[BlockStep, list[Batch], list[Batch] | None], None] | None = None,
+    ):
+        if stride < 1:
+            raise ValueError(f"stride must be ≥ 1, got {stride}")
+        if dense_stream and dense_model is None:
+            raise ValueError("a dense stream needs the dense model")
+        self.model, self.adapter, self.windows = model, adapter, windows
+        self.device = torch.device(device)
+        self.batch_size, self.stride, self.start = batch_size, stride, start
+        self.offload = offload and self.device.type != "cpu"
+        self.dense_model, self.dense_stream = dense_model, dense_stream
+        self.resume_hidden, self.resume_dense_hidden = resume_hidden, resume_dense_hidden
+        self.desc, self.progress, self.on_step_done = desc, progress, on_step_done
+        self.n_blocks = len(adapter.get_blocks(model))
+        if dense_model is not None and len(adapter.get_blocks(dense_model)) != self.n_blocks:
+            raise ValueError(f"the model has {self.n_blocks} blocks, the dense model "
+                             f"{len(adapter.get_blocks(dense_model))}")
+
+    def _models(self) -> list[nn.Module]:
+        return [self.model] + ([self.dense_model] if self.dense_model is not None else [])
+
+    def _inputs(self, model: nn.Module, hidden: Sequence[torch.Tensor] | None) -> list[Batch]:
+        store = "cpu" if self.offload else self.device
+        batches = capture_block_inputs(model, self.adapter, self.windows, self.device, self.batch_size, store)
+        if not batches:
+            raise ValueError("no calibration inputs were captured (empty calibration data)")
+        if hidden is not None:
+            if len(hidden) != len(batches) or any(h.shape != b.hidden.shape for h, b in zip(hidden, batches)):
+                raise ValueError("saved block inputs do not match the calibration batches")
+            batches = [Batch(h.to(b.hidden.device, b.hidden.dtype), b.args, b.kwargs) for h, b in zip(hidden, batches)]
+        return batches
+
+    def _place(self, blocks: list[nn.Module], device: torch.device | str) -> None:
+        for b in blocks:
+            b.to(device)
+
+    def __iter__(self) -> Iterator[BlockStep]:
+        for m in self._models():
+            if self.offload:
+                move_non_blocks(m, self.adapter, self.device)
+            else:
+                m.to(self.device)
+        blocks = self.adapter.get_blocks(self.model)
+        dblocks = self.adapter.get_blocks(self.dense_model) if self.dense_model is not None else None
+        try:
+            inputs = self._inputs(self.model, self.resume_hidden if self.start else None)
+            dense_inputs = (self._inputs(self.dense_model, self.resume_dense_hidden if self.start else None)
+                            if self.dense_stream else None)
+            starts = range(self.start, self.n_blocks, self.stride)
+            for s in tqdm(starts, desc=self.desc, disable=not self.progress):
+                idx = list(range(s, min(s + self.stride, self.n_blocks)))
+                step = BlockStep(idx, [blocks[i] for i in idx], inputs,
+                                 [dblocks[i] for i in idx] if dblocks is not None else None, dense_inputs)
+                self._place(step.blocks + (step.dense_blocks or []), self.device)
+                yield step
+                for b in step.blocks:
+                    inputs = run_block(b, inputs, self.device)
+                if not all(torch.isfinite(b.hidden).all() for b in inputs):
+                    raise FloatingPointError(f"block {idx[-1]} produced NaN/Inf activations")
+                if dense_inputs is not None:
+                    for b in step.dense_blocks or []:
+                        dense_inputs = run_block(b, dense_inputs, self.device)
+                if self.offload:
+                    self._place(step.blocks + (step.dense_blocks or []), "cpu")
+                if self.on_step_done is not None:
+                    self.on_step_done(step, inputs, dense_inputs)
+        finally:
+            if self.offload:
+                for m in self._models():
+                    m.to("cpu")
+                    if hasattr(m, "tie_weights"):
+                        m.tie_weights()
+
+
 def walk_blocks(
-    model: nn.Module,
-    adapter: Adapter,
-    windows: torch.Tensor,
-    step: Callable[[int, nn.Module, list[Batch]], None],
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    offload: bool = True,
-    desc: str = "blocks",
+    model: nn.Module, adapter: Adapter, windows: torch.Tensor, step: Callable[[int, nn.Module, list[Batch]], None],
+    *, device: torch.device | str = "cpu", batch_size: int = 8, offload: bool = True, desc: str = "blocks",
     progress: bool = True,
 ) -> None:
-    """Sequential pass: for each block, ``step(index, block, inputs)`` may change the block in place;
-    then the changed block is run to produce the next block's inputs."""
-    device = torch.device(device)
-    if offload and device.type != "cpu":
-        _move_non_blocks(model, adapter, device)
-    else:
-        model.to(device)
-    batches = capture_block_inputs(model, adapter, windows, device, batch_size,
-                                   store_device="cpu" if offload else device)
-    if not batches:
-        raise ValueError("no calibration inputs were captured (empty calibration data)")
-    blocks = adapter.get_blocks(model)
-    for i in tqdm(range(len(blocks)), desc=desc, disable=not progress):
-        with on_device(blocks[i], device, offload):
-            step(i, blocks[i], batches)
-            batches = run_block(blocks[i], batches, device)
-        for b in batches:
-            if not torch.isfinite(b.hidden).all():
-                raise FloatingPointError(f"block {i} produced NaN/Inf activations")
-    if offload and device.type != "cpu":
-        model.to("cpu")
-        if hasattr(model, "tie_weights"):
-            model.tie_weights()
+    """One stream, one block per step: ``step(index, block, inputs)`` may change the block in place."""
+    for s in BlockWalker(model, adapter, windows, device=device, batch_size=batch_size, offload=offload, desc=desc,
+                         progress=progress):
+        step(s.index, s.block, s.inputs)

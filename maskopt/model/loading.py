@@ -1,7 +1,16 @@
-"""Load a causal LM and its tokenizer from a local folder, a GGUF file, or a hub id."""
+"""Load a causal LM and its tokenizer from a local folder, a GGUF file, or a hub id.
+
+Checks that need only the config (not a causal LM, an unsupported architecture) run before any weight
+is read. Code shipped inside a model folder (``auto_map``) never runs unless the caller opts in with
+``trust_remote_code=True``; a name that is neither a local path nor reachable on the hub fails at once.
+"""
 from __future__ import annotations
 
+import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -20,37 +29,91 @@ def _gguf_in(path: Path) -> str | None:
     return None
 
 
-def load_model(name: str | Path, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for a local HF folder, a folder or file holding one GGUF, or a hub id."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers (False at once when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
-    path = Path(name)
-    kwargs: dict = {}
+
+@contextmanager
+def quiet_loading(progress: bool) -> Iterator[None]:
+    """Hide transformers' own progress bars (weight loading) when ``progress`` is False."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def load_config(name: str | Path, *, trust_remote_code: bool = False):
+    """(config, load kwargs, path) of a model, with every check that needs no weights."""
+    from transformers import AutoConfig  # noqa: PLC0415
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: PLC0415
+
+    from .adapters import UnsupportedModelError, supported_model_types  # noqa: PLC0415
+
+    path = Path(name).expanduser()
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
     gguf = _gguf_in(path)
     if gguf is not None:
         kwargs["gguf_file"] = gguf
         path = path if path.is_dir() else path.parent
     elif not path.exists():
-        if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
+        if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1 or str(name).endswith(".gguf"):
             raise ModelLoadError(f"model path {name} does not exist")
-        # maybe a hub id: transformers will try the hub (and fail clearly offline)
+        try:  # a hub id already in the local cache loads without the network
+            AutoConfig.from_pretrained(str(name), local_files_only=True, trust_remote_code=trust_remote_code)
+            kwargs["local_files_only"] = True
+        except Exception:  # noqa: BLE001
+            if not hub_reachable():
+                raise ModelLoadError(
+                    f"{name!r} is not a local folder or file, and the Hugging Face hub is unreachable (offline), so "
+                    "it cannot be a hub id either. Pass a local model folder (config.json + weights) or a .gguf file."
+                ) from None
+    elif path.is_dir() and not (path / "config.json").exists():
+        raise ModelLoadError(f"{name} holds no config.json (and not exactly one .gguf file): not a model folder")
     try:
         config = AutoConfig.from_pretrained(str(path), **kwargs)
     except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(
-            f"cannot load a model config from {name!r}: {e}\n"
-            "Pass a local Hugging Face model folder (config.json + weights), a .gguf file, or a hub id you can reach."
-        ) from None
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: PLC0415
-
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = (" It ships its own code (auto_map); pass --trust-remote-code only if you trust that code."
+                if "trust_remote_code" in str(e) else "")
+        raise ModelLoadError(f"cannot load a model config from {name!r}: {msg}.{hint}\n"
+                             "Pass a local Hugging Face model folder (config.json + weights), a .gguf file, "
+                             "or a hub id you can reach.") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "auto_map", None):
         raise ModelLoadError(f"{name!r} is a {config.model_type!r} model, not a causal language model")
+    if config.model_type not in supported_model_types():
+        raise UnsupportedModelError(
+            f"unsupported architecture {config.model_type!r} in {name!r}; supported model types: "
+            f"{', '.join(supported_model_types())}")
+    return config, kwargs, path
+
+
+def load_model(name: str | Path, dtype: torch.dtype = torch.float32, *, trust_remote_code: bool = False,
+               progress: bool = True):
+    """(model, tokenizer) for a local HF folder, a folder or file holding one GGUF, or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    config, kwargs, path = load_config(name, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        with quiet_loading(progress):
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
     except Exception as e:  # noqa: BLE001
         raise ModelLoadError(f"cannot load model/tokenizer from {name!r}: {e}") from None
-    if getattr(model.config, "quantization_config", None) is not None and gguf is not None:
+    if getattr(model.config, "quantization_config", None) is not None and "gguf_file" in kwargs:
         del model.config.quantization_config  # weights are dequantized floats now
     model.eval()
     return model, tokenizer

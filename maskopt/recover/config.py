@@ -5,8 +5,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-GRANULARITIES = ("matrix", "subblock", "block", "blocks")
-PERP_MODES = ("norms_biases", "masklora", "scalelora")
+GRANULARITIES = ("matrix", "subblock", "block", "blocks")  # the built-in ones; see units.UNIT_MAKERS
+PERP_MODES = ("norms_biases", "masklora", "scalelora")  # the built-in ones; see lora.KINDS
 
 
 class RecoveryError(FloatingPointError):
@@ -48,8 +48,10 @@ class ReconstructConfig:
 
     def validate(self) -> None:
         """Raise ValueError on a bad setting (also called by the recovery functions)."""
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        from .units import UNIT_MAKERS  # noqa: PLC0415
+
+        if self.granularity not in UNIT_MAKERS:
+            raise ValueError(f"granularity must be one of {tuple(UNIT_MAKERS)}, got {self.granularity!r}")
         _positive("lr", self.lr)
         if self.epochs < 0 or self.matrix_grad_steps < 0:
             raise ValueError("epochs and matrix_grad_steps must be ≥ 0")
@@ -92,8 +94,10 @@ class PERPConfig:
 
     def validate(self) -> None:
         """Raise ValueError on a bad setting (also called by the recovery functions)."""
-        if self.mode not in PERP_MODES:
-            raise ValueError(f"mode must be one of {PERP_MODES}, got {self.mode!r}")
+        from .lora import KINDS  # noqa: PLC0415
+
+        if self.mode != "norms_biases" and self.mode not in KINDS:
+            raise ValueError(f"mode must be one of {('norms_biases', *KINDS)}, got {self.mode!r}")
         _positive("lr", self.lr)
         if self.r < 1:
             raise ValueError(f"LoRA rank r must be ≥ 1, got {self.r}")

@@ -23,9 +23,14 @@ def norm_and_bias_params(root: nn.Module) -> dict[str, nn.Parameter]:
     return out
 
 
-def weight_masks(linears: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """mask = weight != 0 for every prunable linear (in the parameter's own layout)."""
-    return {name: m.weight.detach() != 0 for name, m in linears.items()}
+ModuleMasks = dict[nn.Module, torch.Tensor]
+
+
+def weight_masks(linears: dict[str, nn.Module], known: ModuleMasks | None = None) -> dict[str, torch.Tensor]:
+    """The mask of every prunable linear (in the parameter's own layout): the explicit mask where one is
+    known (``known``, by module), else ``weight != 0`` (a folder pruned without a saved mask)."""
+    known = known or {}
+    return {name: (known[m] if m in known else m.weight.detach() != 0) for name, m in linears.items()}
 
 
 @torch.no_grad()

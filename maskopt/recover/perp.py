@@ -4,7 +4,7 @@ Prune-Retrain Paradigm in the Era of LLMs").
 Only a small set of parameters is trained with the language-modelling loss
 L = −(1/T) Σ_t log p(x_{t+1} | x_≤t): all biases and normalization parameters, plus (optionally)
 sparsity-keeping LoRA factors on every prunable linear, merged back at the end. The weights
-themselves are frozen, so the mask M = (W ≠ 0) cannot change.
+themselves are frozen, so the mask M (explicit, or W ≠ 0 when none is given) cannot change.
 """
 from __future__ import annotations
 
@@ -19,14 +19,8 @@ from tqdm.auto import tqdm
 from ..model.adapters import get_adapter
 from .config import PERPConfig, RecoveryError
 from .lora import attach_lora, merge_lora
-from .params import apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
+from .params import ModuleMasks, apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
 from .reconstruct import check_windows
-
-
-def prunable_linears(model: nn.Module) -> dict[str, nn.Module]:
-    """Every prunable linear of the model, by '<block index>.<path>'."""
-    adapter = get_adapter(model)
-    return {f"{i}.{n}": m for i, b in enumerate(adapter.get_blocks(model)) for n, m in adapter.linears(b).items()}
 
 
 def _lr_lambda(total: int, warmup: float):
@@ -59,7 +53,8 @@ def _unset_checkpointing(model: nn.Module) -> None:
 
 
 def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | None = None, *,
-                 device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
+                 device: str | torch.device = "cpu", progress: bool = True,
+                 masks: ModuleMasks | None = None) -> dict[str, Any]:
     """Retrain ``model`` in place on ``windows`` (n × seqlen token ids); returns a summary:
     {steps, tokens, seconds, tokens_per_s, loss_first, loss_last, losses (per step), trainable_params}.
 
@@ -71,8 +66,8 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
     check_windows(windows)
     device = torch.device(device)
     model.to(device)
-    linears = prunable_linears(model)
-    masks = weight_masks(linears)
+    linears = get_adapter(model).named_linears(model)
+    masks = weight_masks(linears, masks)
     n = windows.shape[0]
     per_epoch = math.ceil(n / config.batch_size)
     total = config.steps if config.steps is not None else config.epochs * per_epoch
@@ -88,7 +83,7 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
             p.requires_grad_(True)
         params = list(base)
         if config.mode != "norms_biases":
-            params += attach_lora(linears, config.mode, config.r, config.alpha)
+            params += attach_lora(linears, config.mode, config.r, config.alpha, masks)
         if not params:
             raise ValueError("the model has no biases or normalization parameters to train (use a LoRA mode)")
         ckpt = _set_checkpointing(model, config.grad_checkpointing)

@@ -19,11 +19,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model.adapters import get_adapter
-from ..model.calibrate import Batch, _move_non_blocks, _to, capture_block_inputs, run_block
+from ..model.calibrate import Batch, BlockStep, BlockWalker, run_block, to_device
 from .config import ReconstructConfig, RecoveryError
 from .lstsq import masked_lstsq
-from .params import apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
-from .units import Unit, UnitInput, block_inputs, capture_tap, cast_floats, make_units
+from .params import ModuleMasks, apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
+from .units import UNIT_MAKERS, Unit, UnitInput, block_inputs, capture_tap, cast_floats, make_units
 
 
 def check_windows(windows: torch.Tensor) -> None:
@@ -58,8 +58,8 @@ def unit_mse(unit: Unit, inputs: list[UnitInput], targets: list[torch.Tensor], d
 
 def _dev(x: UnitInput, device: torch.device, dtype: torch.dtype) -> UnitInput:
     """A unit input on the compute device, floating tensors in the working dtype."""
-    return UnitInput(x.hidden.to(device, dtype), cast_floats(_to(x.args, device), dtype),
-                     cast_floats(_to(x.kwargs, device), dtype), x.hidden_kw)
+    return UnitInput(x.hidden.to(device, dtype), cast_floats(to_device(x.args, device), dtype),
+                     cast_floats(to_device(x.kwargs, device), dtype), x.hidden_kw)
 
 
 def _trainable(unit: Unit, config: ReconstructConfig) -> list[nn.Parameter]:
@@ -124,7 +124,7 @@ def _fit_lstsq(unit: Unit, adapter, masks: dict[str, torch.Tensor], inputs: list
             Y = Y - bias.double()
         G += X.T @ X
         B += Y.T @ X
-    mask = W != 0
+    mask = adapter.param_layout(masks[name]).to(W.device)
     new = masked_lstsq(G, B, mask, damp=config.damp, W0=W)
     if not torch.isfinite(new).all():
         raise RecoveryError(f"{unit.name}: least squares gave NaN/Inf; the unit was restored")
@@ -133,10 +133,10 @@ def _fit_lstsq(unit: Unit, adapter, masks: dict[str, torch.Tensor], inputs: list
 
 
 def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: list[torch.Tensor],
-                      config: ReconstructConfig, device: torch.device) -> dict[str, Any]:
+                      config: ReconstructConfig, device: torch.device, known: ModuleMasks | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     params = _trainable(unit, config)
-    masks = weight_masks(unit.linears)
+    masks = weight_masks(unit.linears, known)
     snap = snapshot(params)
     orig_dtype = params[0].dtype
     work = torch.float32 if orig_dtype in (torch.float16, torch.bfloat16) else orig_dtype
@@ -148,7 +148,7 @@ def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: lis
         if not math.isfinite(before):
             raise RecoveryError(f"{unit.name}: the unit's MSE is already {before} before reconstruction")
         steps = 0
-        if config.granularity == "matrix":
+        if unit.closed_form:
             if config.matrix_lstsq:
                 _fit_lstsq(unit, adapter, masks, inputs, targets, config, device)
             steps = _fit_adam(unit, params, masks, inputs, targets, config.matrix_grad_steps
@@ -175,33 +175,34 @@ def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: lis
             "reverted": reverted, "seconds": time.perf_counter() - t0}
 
 
-def _unit_data(unit: Unit, pblocks: nn.ModuleList, dblocks: nn.ModuleList, dunit: Unit,
-               p_in: list[Batch], d_in: list[Batch], config: ReconstructConfig, device: torch.device,
+def _unit_data(unit: Unit, dunit: Unit, step: BlockStep, config: ReconstructConfig, device: torch.device,
                store: torch.device) -> tuple[list[UnitInput], list[torch.Tensor]]:
     """Inputs (pruned stream, or dense with ``dense_inputs``) and dense targets of one unit."""
     if unit.tap is None:  # whole block(s): inputs are the block inputs, targets the dense blocks' outputs
-        targets_b = d_in
-        for i in unit.blocks:
-            targets_b = run_block(dblocks[i], targets_b, device)
+        targets_b = step.dense_inputs
+        for b in step.dense_blocks:
+            targets_b = run_block(b, targets_b, device)
         targets = [b.hidden.to(store) for b in targets_b]
-        return block_inputs(d_in if config.dense_inputs else p_in), targets
-    (i,) = unit.blocks
-    d_x, targets = capture_tap(dblocks[i], d_in, dunit.tap, device, store,
+        return block_inputs(step.dense_inputs if config.dense_inputs else step.inputs), targets
+    d_x, targets = capture_tap(step.dense_block, step.dense_inputs, dunit.tap, device, store,
                                inputs=config.dense_inputs, outputs=True)
     if config.dense_inputs:
         return d_x, targets
-    p_x, _ = capture_tap(pblocks[i], p_in, unit.tap, device, store, inputs=True, outputs=False)
+    p_x, _ = capture_tap(step.block, step.inputs, unit.tap, device, store, inputs=True, outputs=False)
     return p_x, targets
 
 
 def reconstruct(
     pruned_model: nn.Module, dense_model: nn.Module, windows: torch.Tensor, config: ReconstructConfig | None = None,
     *, device: str | torch.device = "cpu", batch_size: int = 8, offload: bool = True, progress: bool = True,
+    masks: ModuleMasks | None = None, walker_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Reconstruct every unit of ``pruned_model`` (in place) towards ``dense_model`` on ``windows``.
 
     ``batch_size``: sequences per forward when capturing (optimizer steps use ``config.batch_size``,
-    at most this). Returns {'units': [{unit, mse_before, mse_after, steps, reverted, seconds}],
+    at most this). ``masks``: the explicit mask of every prunable linear (by module, parameter layout;
+    default: its non-zeros). ``walker_options``: passed to the block walker (resume point, step callback).
+    Returns {'units': [{unit, mse_before, mse_after, steps, reverted, seconds}],
     'mse_before'/'mse_after' (means over units), 'seconds', 'config'}.
     Raises ValueError on bad settings/inputs and RecoveryError (a FloatingPointError) on a
     non-finite loss, with the failing unit restored (earlier units stay reconstructed).
@@ -214,53 +215,23 @@ def reconstruct(
     adapter = get_adapter(pruned_model)
     if get_adapter(dense_model) is not adapter:
         raise ValueError("the pruned and the dense model are of different families")
-    pblocks, dblocks = adapter.get_blocks(pruned_model), adapter.get_blocks(dense_model)
-    if len(pblocks) != len(dblocks):
-        raise ValueError(f"the pruned model has {len(pblocks)} blocks, the dense model {len(dblocks)}")
     device = torch.device(device)
-    offload = offload and device.type != "cpu"
-    store = torch.device("cpu") if offload else device
+    store = torch.device("cpu") if offload and device.type != "cpu" else device
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
+    pblocks, dblocks = adapter.get_blocks(pruned_model), adapter.get_blocks(dense_model)
+    stride = config.n_blocks if UNIT_MAKERS[config.granularity][1] else 1
+    walker = BlockWalker(pruned_model, adapter, windows, device=device, batch_size=batch_size, offload=offload,
+                         dense_model=dense_model, dense_stream=True, stride=stride,
+                         desc=f"reconstruct ({config.granularity})", progress=progress, **(walker_options or {}))
     with frozen(pruned_model, dense_model):
-        for model in (pruned_model, dense_model):
-            if offload:
-                _move_non_blocks(model, adapter, device)
-            else:
-                model.to(device)
-        p_in = capture_block_inputs(pruned_model, adapter, windows, device, batch_size, store_device=store)
-        d_in = capture_block_inputs(dense_model, adapter, windows, device, batch_size, store_device=store)
-        step = config.n_blocks if config.granularity == "blocks" else 1
-        chunks = [list(range(s, min(s + step, len(pblocks)))) for s in range(0, len(pblocks), step)]
-        bar = tqdm(total=sum(len(make_units(adapter, pblocks, c, config.granularity)) for c in chunks),
-                   desc=f"reconstruct ({config.granularity})", disable=not progress)
-        try:
-            for chunk in chunks:
-                for i in chunk:
-                    pblocks[i].to(device)
-                    dblocks[i].to(device)
-                punits = make_units(adapter, pblocks, chunk, config.granularity)
-                dunits = make_units(adapter, dblocks, chunk, config.granularity)
-                for unit, dunit in zip(punits, dunits):
-                    xs, ys = _unit_data(unit, pblocks, dblocks, dunit, p_in, d_in, config, device, store)
-                    res = _reconstruct_unit(unit, adapter, xs, ys, config, device)
-                    results.append(res)
-                    bar.set_postfix(unit=unit.name, mse=f"{res['mse_before']:.3g}→{res['mse_after']:.3g}")
-                    bar.update(1)
-                    del xs, ys
-                for i in chunk:
-                    p_in = run_block(pblocks[i], p_in, device)
-                    d_in = run_block(dblocks[i], d_in, device)
-                    if offload:
-                        pblocks[i].to("cpu")
-                        dblocks[i].to("cpu")
-                if not all(torch.isfinite(b.hidden).all() for b in p_in):
-                    raise RecoveryError(f"blocks {chunk} of the reconstructed model produce NaN/Inf activations")
-        finally:
-            bar.close()
-            if offload:
-                for model in (pruned_model, dense_model):
-                    model.to("cpu")
+        for step in walker:
+            punits = make_units(adapter, pblocks, step.indices, config.granularity)
+            dunits = make_units(adapter, dblocks, step.indices, config.granularity)
+            for unit, dunit in zip(punits, dunits):
+                xs, ys = _unit_data(unit, dunit, step, config, device, store)
+                results.append(_reconstruct_unit(unit, adapter, xs, ys, config, device, masks))
+                del xs, ys
     n = max(len(results), 1)
     return {
         "granularity": config.granularity,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..model.adapters import Adapter
-from ..model.calibrate import Batch, _to, block_output, map_tensors
+from ..model.calibrate import Batch, block_output, map_tensors, to_device
 
 
 class _Stop(Exception):
@@ -66,6 +66,7 @@ class Unit:
     linears: dict[str, nn.Module]
     tap: Tap | None
     call: Callable[[UnitInput], torch.Tensor]
+    closed_form: bool = False  # a single linear: least squares in closed form applies
 
 
 def _run_blocks(blocks: list[nn.Module]) -> Callable[[UnitInput], torch.Tensor]:
@@ -105,20 +106,48 @@ def _mlp_path(adapter: Adapter, block: nn.Module, index: int) -> Unit:
                 Tap(names[0], names[1]), call)
 
 
+UnitMaker = Callable[[Adapter, nn.ModuleList, list[int]], list[Unit]]
+UNIT_MAKERS: dict[str, tuple[UnitMaker, bool]] = {}  # granularity → (maker, spans n blocks)
+
+
+def unit_maker(granularity: str, multi_block: bool = False) -> Callable[[UnitMaker], UnitMaker]:
+    """Register how a granularity cuts blocks into units (a new granularity is one function)."""
+
+    def deco(fn: UnitMaker) -> UnitMaker:
+        UNIT_MAKERS[granularity] = (fn, multi_block)
+        return fn
+
+    return deco
+
+
 def make_units(adapter: Adapter, blocks: nn.ModuleList, indices: list[int], granularity: str) -> list[Unit]:
-    """The units covering blocks ``indices`` (one block, or n for 'blocks'), in forward order."""
-    if granularity in ("block", "blocks"):
-        bs = [blocks[i] for i in indices]
-        linears = {f"{i}.{n}": m for i, b in zip(indices, bs) for n, m in adapter.linears(b).items()}
-        name = f"block {indices[0]}" if len(indices) == 1 else f"blocks {indices[0]}-{indices[-1]}"
-        return [Unit(name, list(indices), bs, linears, None, _run_blocks(bs))]
+    """The units covering blocks ``indices`` (one block, or n for multi-block granularities), in forward order."""
+    if granularity not in UNIT_MAKERS:
+        raise ValueError(f"unknown granularity {granularity!r}; choose one of {sorted(UNIT_MAKERS)}")
+    return UNIT_MAKERS[granularity][0](adapter, blocks, indices)
+
+
+@unit_maker("blocks", multi_block=True)
+@unit_maker("block")
+def _block_units(adapter: Adapter, blocks: nn.ModuleList, indices: list[int]) -> list[Unit]:
+    bs = [blocks[i] for i in indices]
+    linears = {f"{i}.{n}": m for i, b in zip(indices, bs) for n, m in adapter.linears(b).items()}
+    name = f"block {indices[0]}" if len(indices) == 1 else f"blocks {indices[0]}-{indices[-1]}"
+    return [Unit(name, list(indices), bs, linears, None, _run_blocks(bs))]
+
+
+@unit_maker("matrix")
+def _matrix_units(adapter: Adapter, blocks: nn.ModuleList, indices: list[int]) -> list[Unit]:
+    (i,) = indices
+    return [Unit(f"block {i} {n}", [i], [m], {n: m}, Tap(n, n), _run_module(m), closed_form=True)
+            for n, m in adapter.linears(blocks[i]).items()]
+
+
+@unit_maker("subblock")
+def _subblock_units(adapter: Adapter, blocks: nn.ModuleList, indices: list[int]) -> list[Unit]:
     (i,) = indices
     block = blocks[i]
     lin = adapter.linears(block)
-    if granularity == "matrix":
-        return [Unit(f"block {i} {n}", [i], [m], {n: m}, Tap(n, n), _run_module(m)) for n, m in lin.items()]
-    if granularity != "subblock":
-        raise ValueError(f"unknown granularity {granularity!r}")
     units = []
     for kind, path in (("attn", adapter.attn), ("mlp", adapter.mlp)):
         if not path:
@@ -148,11 +177,11 @@ def capture_tap(
     def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
         if inputs:
             if args:
-                ins.append(UnitInput(args[0].to(store), _to(args[1:], store), _to(kwargs, store), None))
+                ins.append(UnitInput(args[0].to(store), to_device(args[1:], store), to_device(kwargs, store), None))
             else:
                 key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
                 rest = {k: v for k, v in kwargs.items() if k != key}
-                ins.append(UnitInput(kwargs[key].to(store), (), _to(rest, store), key))
+                ins.append(UnitInput(kwargs[key].to(store), (), to_device(rest, store), key))
         state["in"] = True
         if not outputs:
             raise _Stop
@@ -167,7 +196,7 @@ def capture_tap(
     try:
         for b in batches:
             try:
-                block(b.hidden.to(device), *_to(b.args, device), **_to(b.kwargs, device))
+                block(b.hidden.to(device), *to_device(b.args, device), **to_device(b.kwargs, device))
             except _Stop:
                 continue
             raise RuntimeError(f"the block never called {tap.entry!r}/{tap.exit!r} in its forward")

@@ -43,6 +43,14 @@ class Adapter:
     def linears(self, block: nn.Module) -> dict[str, nn.Module]:
         return {name: get_submodule(block, name) for name in self.linear_names()}
 
+    def layer_name(self, index: int, name: str) -> str:
+        """The full module path of linear ``name`` of block ``index`` (the key of reports and masks)."""
+        return f"{self.blocks}.{index}.{name}"
+
+    def named_linears(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Every prunable linear of the model by full module path, in forward order."""
+        return {self.layer_name(i, n): m for i, b in enumerate(self.get_blocks(model)) for n, m in self.linears(b).items()}
+
     # weights are always seen as (out, in) = (rows, d)
     def get_weight(self, module: nn.Module) -> torch.Tensor:
         return module.weight.data.t() if self.transposed else module.weight.data
@@ -50,3 +58,7 @@ class Adapter:
     def set_weight(self, module: nn.Module, W: torch.Tensor) -> None:
         W = W.to(module.weight.dtype)
         module.weight.data.copy_(W.t() if self.transposed else W)
+
+    def param_layout(self, M: torch.Tensor) -> torch.Tensor:
+        """A (rows, d) tensor in the layout of the module's weight parameter (and back: the map is an involution)."""
+        return M.t() if self.transposed else M

@@ -45,50 +45,27 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str, **options: Any) -> Method:
-    """Instantiate a registered method; unknown names and options are clear errors."""
+def method_class(name: str) -> type:
     _load_builtins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available())}")
-    cls = _REGISTRY[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
-    unknown = set(options) - set(fields)
-    if unknown:
-        raise ValueError(f"method {name!r} has no option(s) {sorted(unknown)}; options: {sorted(fields)}")
-    return cls(**{k: _coerce(v, fields[k]) for k, v in options.items()})
+    return _REGISTRY[name]
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """Instantiate a registered method; unknown names, options, types and values are clear errors."""
+    from ...options import build_options  # noqa: PLC0415
+
+    cls = method_class(name)
+    method = cls(**build_options(cls, options, f"method {name!r}"))
+    check = getattr(method, "validate", None)
+    if callable(check):
+        check()
+    return method
 
 
 def method_options(name: str) -> dict[str, Any]:
     """The options of a method with their defaults (for --help and reports)."""
-    _load_builtins()
-    cls = _REGISTRY[name]
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            out[f.name] = f.default_factory()  # type: ignore[misc]
-    return out
+    from ...options import defaults  # noqa: PLC0415
 
-
-def _coerce(value: Any, f: dataclasses.Field) -> Any:
-    """Turn CLI strings ('100', '0.3', 'true', 'none') into the field's type."""
-    if not isinstance(value, str):
-        return value
-    t = str(f.type)
-    low = value.lower()
-    if low in ("none", "null"):
-        return None
-    if "bool" in t:
-        return low in ("1", "true", "yes", "on")
-    if "int" in t and "float" not in t:
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    if "float" in t or "int" in t:
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+    return defaults(method_class(name))

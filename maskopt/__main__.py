@@ -1,0 +1,4 @@
+"""python -m maskopt: the command line."""
+from .cli import app
+
+app()

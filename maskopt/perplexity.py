@@ -1,0 +1,91 @@
+"""Perplexity on non-overlapping windows (the WikiText-2 protocol of the pruning papers), and its stage."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import DataError, check_seqlen, context_length, eval_windows, read_texts, tokenize
+from .stages import Stage
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor, *, device: str | torch.device | None = None,
+               batch_size: int = 4, progress: bool = True, desc: str = "perplexity") -> float:
+    """exp(mean token negative log-likelihood) over windows (n × seqlen); each window is scored on its own."""
+    if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
+        raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    total_nll, total_tokens = 0.0, 0
+    for i in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress):
+        batch = windows[i : i + batch_size].to(device)
+        logits = model(input_ids=batch, use_cache=False).logits.float()
+        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
+        total_nll += float(nll)
+        total_tokens += batch[:, 1:].numel()
+    ppl = math.exp(total_nll / total_tokens)
+    if not math.isfinite(ppl):
+        raise FloatingPointError("perplexity is not finite: the model produces NaN/Inf logits")
+    return ppl
+
+
+def check_max_windows(max_windows: int | None) -> int | None:
+    """None or 0: the whole text; ≥ 1: a cap on windows per text; negative: an error."""
+    if max_windows is None or max_windows == 0:
+        return None
+    if max_windows < 0:
+        raise ValueError(f"--max-windows must be ≥ 1 (or 0 for the whole text), got {max_windows}")
+    return max_windows
+
+
+def short_name(text: str | Path) -> str:
+    p = Path(text)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def evaluate_texts(model, tokenizer, texts: Sequence[str | Path], *, seqlen: int | None = None,
+                   max_windows: int | None = None, batch_size: int = 4, device=None, progress: bool = True,
+                   label: str = "") -> dict[str, float]:
+    """Perplexity per text file, windows of min(context, 2048) tokens unless ``seqlen`` is given."""
+    check_seqlen(model, seqlen)
+    max_windows = check_max_windows(max_windows)
+    seqlen = seqlen or context_length(model)
+    out = {}
+    for text in texts:
+        ids = tokenize(tokenizer, read_texts(text))
+        out[short_name(text)] = perplexity(model, eval_windows(ids, seqlen, max_windows), device=device,
+                                           batch_size=batch_size, progress=progress,
+                                           desc=f"{label} ppl {short_name(text)}".strip())
+    return out
+
+
+@dataclass
+class EvaluateOptions:
+    texts: list[str] = field(default_factory=list)  # text files to score
+    label: str = "pruned"  # the column of the report's perplexity table ('dense', 'pruned', 'before', 'after')
+    seqlen: int | None = None  # window length (default min(2048, context))
+    max_windows: int | None = None  # cap on windows per text (None or 0: the whole text)
+    batch_size: int = 4  # windows per forward
+
+
+class EvaluateStage(Stage):
+    """Perplexity of the model as it is now, recorded under ``label`` in the report."""
+
+    name = "evaluate"
+    Options = EvaluateOptions
+
+    def run(self, ctx) -> None:
+        o: EvaluateOptions = self.options
+        res = evaluate_texts(ctx.model, ctx.tokenizer, o.texts, seqlen=o.seqlen, max_windows=o.max_windows,
+                             batch_size=o.batch_size, device=ctx.device, progress=ctx.progress, label=o.label)
+        if ctx.offload:
+            ctx.model.to("cpu")
+        for text, ppl in res.items():
+            ctx.report.perplexity.setdefault(text, {})[o.label] = ppl
+            ctx.log(f"perplexity {text} ({o.label}): {ppl:.2f}")

@@ -1,0 +1,57 @@
+"""Recovery as registered stages: ``--recover matrix|subblock|block|blocks|norms_biases|masklora|scalelora``.
+
+Reconstruction stages fit units of the pruned model to the dense model's outputs (walking the blocks,
+resumable per block); PERP stages retrain a few parameters on the language-modelling loss. Both keep
+the run's explicit masks exactly.
+"""
+from __future__ import annotations
+
+from ..stages import Stage, register_stage
+from .config import PERPConfig, ReconstructConfig
+from .perp import perp_retrain
+from .reconstruct import reconstruct
+
+RECOMMENDED = "matrix"  # measured best on the tiny model (README: Recovery); used when none is named
+
+
+@register_stage("blocks", kind="recover", granularity="blocks")
+@register_stage("block", kind="recover", granularity="block")
+@register_stage("subblock", kind="recover", granularity="subblock")
+@register_stage("matrix", kind="recover", granularity="matrix")
+class ReconstructStage(Stage):
+    """Layer-wise reconstruction towards the dense model (options: ReconstructConfig)."""
+
+    name = "reconstruct"
+    Options = ReconstructConfig
+    walks = True
+    needs_dense = True
+    needs_windows = True
+    changes = "blocks"
+
+    def run(self, ctx) -> None:
+        res = reconstruct(ctx.model, ctx.dense_model(), ctx.calibration(), self.options, device=ctx.device,
+                          batch_size=ctx.batch_size, offload=ctx.offload, progress=ctx.progress,
+                          masks=ctx.module_masks(), walker_options=ctx.walker_options())
+        ctx.report.recovery[self.name] = res
+        ctx.log(f"reconstruction ({self.options.granularity}): mean unit MSE {res['mse_before']:.4g} → "
+                f"{res['mse_after']:.4g}")
+
+
+@register_stage("scalelora", kind="recover", mode="scalelora")
+@register_stage("masklora", kind="recover", mode="masklora")
+@register_stage("norms_biases", kind="recover", mode="norms_biases")
+class PERPStage(Stage):
+    """PERP: retrain biases/norms (and optionally sparsity-keeping LoRA) on the LM loss (options: PERPConfig)."""
+
+    name = "perp"
+    Options = PERPConfig
+    needs_windows = True
+    changes = "all"
+
+    def run(self, ctx) -> None:
+        res = perp_retrain(ctx.model, ctx.calibration(), self.options, device=ctx.device, progress=ctx.progress,
+                           masks=ctx.module_masks())
+        if ctx.offload:
+            ctx.model.to("cpu")
+        ctx.report.recovery[self.name] = {k: v for k, v in res.items() if k != "losses"}
+        ctx.log(f"PERP ({self.options.mode}): loss {res['loss_first']:.4f} → {res['loss_last']:.4f}")

@@ -1,0 +1,36 @@
+"""The save stage: the model as a Hugging Face folder with its report and explicit masks, atomically."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .io import MASKS_FILE, atomic_dir, save_masks, write_model
+from .report import peak_memory_mb, versions, write_report
+from .stages import Stage
+
+
+@dataclass
+class SaveOptions:
+    overwrite: bool = False  # replace an earlier maskopt output folder
+
+
+class SaveStage(Stage):
+    """Write ctx.model (+ tokenizer), maskopt_report.{json,md,png} and maskopt_masks.safetensors to ctx.out.
+
+    Everything goes into a temporary sibling first and replaces ``out`` in one rename at the end."""
+
+    name = "save"
+    Options = SaveOptions
+
+    def run(self, ctx) -> None:
+        if ctx.out is None:
+            raise ValueError("no output folder given: pass --out DIR")
+        ctx.report.output = str(ctx.out)
+        with atomic_dir(ctx.out, self.options.overwrite) as tmp:
+            write_model(ctx.model, ctx.tokenizer, tmp)
+            if ctx.masks:
+                save_masks(ctx.masks, tmp / MASKS_FILE)
+            ctx.report.wall_seconds = ctx.elapsed()
+            ctx.report.peak_memory_mb = peak_memory_mb()
+            ctx.report.versions = versions()
+            write_report(ctx.report, tmp)
+        ctx.log(f"model, masks and report written to {ctx.out} (maskopt_report.md)")
