@@ -155,14 +155,14 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
 
 
 def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open  # noqa: PLC0415
+    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             shapes = json.loads(meta["shapes"])
             return {k: unpack_bits(f.get_tensor(k), tuple(shapes[k])) for k in f.keys()}
-    except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, OSError, SafetensorError) as e:
         raise ValueError(f"{path} is not a readable maskopt mask file: {e}") from None
 
 

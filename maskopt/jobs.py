@@ -77,8 +77,8 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         out = check_output(out, saves[-1].options.overwrite)
         stale = clean_stale_tmp(out)
         if stale:
-            log(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
-                + ", ".join(p.name for p in stale))
+            print(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
+                + ", ".join(p.name for p in stale), file=sys.stderr)
     device = resolve_device(inputs.device)
     model_path = Path(inputs.model)
     model, tokenizer = load_model(inputs.model, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)
@@ -98,6 +98,7 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
             dense = copy.deepcopy(model)  # the model is still dense here: keep it as the reference
     masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
     report = report or RunReport(config={}, model=str(inputs.model))
+    previous = report.inputs
     report.inputs = {
         "model": _describe_path(inputs.model), "dense": _describe_path(inputs.dense) if inputs.dense else None,
         "calibration": [_describe_path(c) for c in inputs.calib] if windows is not None else [],
@@ -107,6 +108,8 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "stages": [s.spec() for s in stages], "command": sys.argv,
     }
+    if previous:
+        report.inputs["previous_run"] = previous
     ctx = RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense, masks=masks,
                      batch_size=inputs.batch_size, offload=inputs.offload, progress=inputs.progress, log=log,
                      out=Path(out) if out is not None else None)

@@ -6,6 +6,7 @@ every block (through ``ctx.walker_options()``), the runner after every stage.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class RunContext:
     offload: bool = True
     progress: bool = True
     log: Callable[[str], None] = print
+    warn: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))  # shown even when quiet
     out: Path | None = None
     checkpoint: Checkpoint | None = None
     stage_index: int = 0
@@ -93,10 +95,11 @@ def run_stages(stages: list[Stage], ctx: RunContext, checkpoint: Checkpoint | No
         if checkpoint.state.get("report"):
             ctx.report = RunReport.from_dict(checkpoint.state["report"])
         where = f"stage {start.stage + 1}/{len(stages)} ({stages[start.stage].name})" if start.stage < len(stages) else "the end"
-        ctx.log(f"resuming from checkpoint {checkpoint.dir}: {where}" + (f", block {start.block}" if start.block else ""))
+        ctx.warn(f"resuming from checkpoint {checkpoint.dir}: {where}" + (f", block {start.block}" if start.block else ""))
+        ctx.prior_seconds = ctx.report.wall_seconds  # this run's time before the interruption
+    else:
+        ctx.report.stages = ctx.report.stages + [s.name for s in stages]  # a second run (recover) extends the history
     ctx.checkpoint = checkpoint
-    ctx.report.stages = [s.name for s in stages]
-    ctx.prior_seconds = ctx.report.wall_seconds
     for k, stage in enumerate(stages):
         if k < start.stage:
             continue

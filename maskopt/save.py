@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .model.loading import quiet_loading
 from .io import MASKS_FILE, atomic_dir, save_masks, write_model
 from .report import peak_memory_mb, versions, write_report
 from .stages import Stage
@@ -26,7 +27,8 @@ class SaveStage(Stage):
             raise ValueError("no output folder given: pass --out DIR")
         ctx.report.output = str(ctx.out)
         with atomic_dir(ctx.out, self.options.overwrite) as tmp:
-            write_model(ctx.model, ctx.tokenizer, tmp)
+            with quiet_loading(ctx.progress):
+                write_model(ctx.model, ctx.tokenizer, tmp)
             if ctx.masks:
                 save_masks(ctx.masks, tmp / MASKS_FILE)
             ctx.report.wall_seconds = ctx.elapsed()
