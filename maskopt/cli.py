@@ -328,14 +328,22 @@ def methods() -> None:
 
     for name in available():
         cls = method_class(name)
-        typer.echo(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+        typer.echo(f"{name}: {_first_line(cls)}")
         docs = field_docs(cls)
         for k, v in defaults(cls).items():
             typer.echo(f"    {k}={v}" + (f"  — {docs[k]}" if docs.get(k) else ""))
     typer.echo("\nrecovery stages (--recover NAME[:k=v,...]):")
     for name in stage_names("recover"):
         cls, _, preset = stage_info(name)
-        typer.echo(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}" + (f" ({preset})" if preset else ""))
+        typer.echo(f"{name}: {_first_line(cls)}" + (f" ({preset})" if preset else ""))
+
+
+def _first_line(cls: type) -> str:
+    """The first line of a class's own docstring, else of its module's (dataclasses make up a signature)."""
+    doc = cls.__doc__ or ""
+    if not doc.strip() or doc.startswith(cls.__name__ + "("):
+        doc = sys.modules[cls.__module__].__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def main() -> None:  # pragma: no cover

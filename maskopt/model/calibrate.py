@@ -270,3 +270,25 @@ def walk_blocks(
     for s in BlockWalker(model, adapter, windows, device=device, batch_size=batch_size, offload=offload, desc=desc,
                          progress=progress):
         step(s.index, s.block, s.inputs)
+
+
+@torch.no_grad()
+def dense_layer_data(
+    model: nn.Module, adapter: Adapter, windows: torch.Tensor, blocks: Sequence[int], *,
+    device: torch.device | str = "cpu", batch_size: int = 8, progress: bool = False,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{layer name: (W, G)} (float64, W as rows × d) of every prunable linear of ``blocks`` of an unchanged
+    model: G from the dense model's own activations (benchmarks and studies of single layers)."""
+    wanted = set(blocks)
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for step in BlockWalker(model, adapter, windows, device=device, batch_size=batch_size, progress=progress,
+                            desc="collecting Grams"):
+        if step.index in wanted:
+            grams = collect_grams(step.block, adapter, step.inputs, torch.device(device))
+            for name, mod in adapter.linears(step.block).items():
+                out[adapter.layer_name(step.index, name)] = (adapter.get_weight(mod).to(torch.float64).cpu().clone(),
+                                                             grams[name].cpu())
+            wanted.discard(step.index)
+        if not wanted:
+            break
+    return out

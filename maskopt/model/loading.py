@@ -113,7 +113,10 @@ def load_model(name: str | Path, dtype: torch.dtype = torch.float32, *, trust_re
             tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
     except Exception as e:  # noqa: BLE001
         raise ModelLoadError(f"cannot load model/tokenizer from {name!r}: {e}") from None
-    if getattr(model.config, "quantization_config", None) is not None and "gguf_file" in kwargs:
-        del model.config.quantization_config  # weights are dequantized floats now
+    if "gguf_file" in kwargs:  # the weights are dequantized floats now: a plain model (saveable as such)
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
     model.eval()
     return model, tokenizer

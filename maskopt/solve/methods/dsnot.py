@@ -28,9 +28,9 @@ from .registry import get_method, register
 @register("dsnot")
 @dataclass
 class DSnoT:
-    warm_start: str = "wanda"
-    max_cycles: int = 50
-    rtol: float = 1e-10
+    warm_start: str = "wanda"  # method whose mask DSnoT starts from
+    max_cycles: int = 50  # prune-and-grow cycles per row at most
+    rtol: float = 1e-10  # stop a row when its improvement is below rtol · its dense energy
 
     def solve(self, problem: LayerProblem) -> Solution:
         pat = problem.pattern

@@ -13,7 +13,7 @@ from .registry import register
 @register("ria")
 @dataclass
 class RIA:
-    a: float = 0.5
+    a: float = 0.5  # exponent of the activation norm ‖x_j‖^a in the score
 
     def solve(self, problem: LayerProblem) -> Solution:
         A = problem.W.abs()

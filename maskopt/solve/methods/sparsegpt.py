@@ -41,8 +41,8 @@ def _prune_counts(total: int, d: int, i1: int, i2: int) -> int:
 @register("sparsegpt")
 @dataclass
 class SparseGPT:
-    blocksize: int = 128
-    percdamp: float = 0.01
+    blocksize: int = 128  # columns per lazy-update block
+    percdamp: float = 0.01  # damping λ = percdamp · mean(diag G)
 
     def solve(self, problem: LayerProblem) -> Solution:
         dtype = torch.float64 if problem.dtype == torch.float64 else torch.float32
