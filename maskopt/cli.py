@@ -60,10 +60,11 @@ def _recover_specs(recover: Optional[List[str]], reconstruct: Optional[str], rec
     return stages
 
 
-def _eval_stage(texts, label: str, max_windows: Optional[int], seqlen: Optional[int] = None):
+def _eval_stage(texts, label: str, max_windows: Optional[int], seqlen: Optional[int] = None, cache: bool = False):
     from .perplexity import EvaluateOptions, EvaluateStage, check_max_windows  # noqa: PLC0415
 
-    return EvaluateStage(EvaluateOptions([str(t) for t in texts], label, seqlen, check_max_windows(max_windows)))
+    return EvaluateStage(EvaluateOptions([str(t) for t in texts], label, seqlen, check_max_windows(max_windows),
+                                         cache=cache))
 
 
 def _print_perplexity(report) -> None:
@@ -91,7 +92,7 @@ def prune(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same command from its checkpoint (beside --out); --no-resume starts over."),
     eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Text file(s) for perplexity before and after. Default with the default model: english-heldout and WikiText-2."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip perplexity evaluation."),
-    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text; the default-model job uses 128)."),
+    eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text; the default-model job uses 32)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method option KEY=VALUE (repeatable), e.g. --opt iterations=500."),
     certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
     recover: Optional[List[str]] = typer.Option(None, "--recover", help=RECOVER_HELP),
@@ -126,12 +127,12 @@ def prune(
         calib_files = calib or [str(defaults.default_calib())]
         texts = [] if no_eval else (eval_text or ([str(p) for p in defaults.default_eval_texts()] if is_default else []))
         if is_default and not eval_text and eval_max_windows is None:
-            eval_max_windows = 128  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
+            eval_max_windows = 32  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
                           certify=certify, progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
-        stages = [_eval_stage(texts, "dense", eval_max_windows)] if texts else []
+        stages = [_eval_stage(texts, "dense", eval_max_windows, cache=True)] if texts else []
         stages += [PruneStage(cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
         stages += [_eval_stage(texts, "pruned", eval_max_windows)] if texts else []
         stages.append(SaveStage(SaveOptions(overwrite)))

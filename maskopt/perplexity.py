@@ -1,7 +1,9 @@
 """Perplexity on non-overlapping windows (the WikiText-2 protocol of the pruning papers), and its stage."""
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -65,6 +67,49 @@ def evaluate_texts(model, tokenizer, texts: Sequence[str | Path], *, seqlen: int
     return out
 
 
+def cache_dir() -> Path:
+    """Where maskopt keeps small caches (dense perplexities): $MASKOPT_CACHE or ~/.cache/maskopt."""
+    return Path(os.environ.get("MASKOPT_CACHE") or Path.home() / ".cache" / "maskopt")
+
+
+class PerplexityCache:
+    """Perplexities by (weights digest, text digest, window settings, device type, dtype): a dense model is
+    evaluated once, not before every pruning run."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_dir() / "perplexity.json"
+
+    def _load(self) -> dict[str, float]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def key(model, text: str | Path, seqlen: int | None, max_windows: int | None, device) -> str:
+        from .io import file_digest, tensor_digest  # noqa: PLC0415
+
+        p = Path(text)
+        text_id = file_digest(p) if p.is_file() else str(text)
+        dtype = next(model.parameters()).dtype
+        return "|".join([tensor_digest(model.state_dict().items()), text_id, str(seqlen), str(max_windows),
+                         torch.device(device).type if device is not None else "default", str(dtype)])
+
+    def get(self, key: str) -> float | None:
+        return self._load().get(key)
+
+    def put(self, key: str, value: float) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            data = self._load()
+            data[key] = value
+            tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
 @dataclass
 class EvaluateOptions:
     texts: list[str] = field(default_factory=list)  # text files to score
@@ -72,6 +117,7 @@ class EvaluateOptions:
     seqlen: int | None = None  # window length (default min(2048, context))
     max_windows: int | None = None  # cap on windows per text (None or 0: the whole text)
     batch_size: int = 4  # windows per forward
+    cache: bool = False  # reuse a perplexity computed earlier for the same weights, text and settings
 
 
 class EvaluateStage(Stage):
@@ -82,8 +128,19 @@ class EvaluateStage(Stage):
 
     def run(self, ctx) -> None:
         o: EvaluateOptions = self.options
-        res = evaluate_texts(ctx.model, ctx.tokenizer, o.texts, seqlen=o.seqlen, max_windows=o.max_windows,
-                             batch_size=o.batch_size, device=ctx.device, progress=ctx.progress, label=o.label)
+        cache = PerplexityCache() if o.cache else None
+        res = {}
+        for text in o.texts:
+            key = cache.key(ctx.model, text, o.seqlen, o.max_windows, ctx.device) if cache else None
+            hit = cache.get(key) if cache else None
+            if hit is not None:
+                res[short_name(text)] = hit
+                continue
+            res.update(evaluate_texts(ctx.model, ctx.tokenizer, [text], seqlen=o.seqlen, max_windows=o.max_windows,
+                                      batch_size=o.batch_size, device=ctx.device, progress=ctx.progress,
+                                      label=o.label))
+            if cache:
+                cache.put(key, res[short_name(text)])
         if ctx.offload:
             ctx.model.to("cpu")
         for text, ppl in res.items():

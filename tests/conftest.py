@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+os.environ.setdefault("MASKOPT_CACHE", tempfile.mkdtemp(prefix="maskopt-test-cache-"))  # never the user's cache
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINY_LLAMA = SHARED / "models" / "maskopt-tiny-llama"

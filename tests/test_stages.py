@@ -95,3 +95,29 @@ def test_masks_file_rejects_garbage(tmp_path):
         load_masks(p)
     save_masks({"a": torch.ones(3, 3, dtype=torch.bool)}, p)
     assert load_masks(p)["a"].all()
+
+
+def test_dense_perplexity_cache(tmp_path, text_file, monkeypatch):
+    import maskopt.perplexity as P
+    from conftest import tiny_model, tiny_tokenizer
+    from maskopt.model.adapters import get_adapter
+    from maskopt.report import RunReport
+    from maskopt.runner import RunContext
+
+    monkeypatch.setenv("MASKOPT_CACHE", str(tmp_path / "cache"))
+    model = tiny_model("llama")
+    ctx = RunContext(model, tiny_tokenizer(), get_adapter(model), torch.device("cpu"), RunReport({}), progress=False,
+                     log=lambda m: None)
+    stage = P.EvaluateStage(P.EvaluateOptions([str(text_file)], "dense", 16, 4, cache=True))
+    stage.run(ctx)
+    key = next(iter(ctx.report.perplexity))
+    first = ctx.report.perplexity[key]["dense"]
+    calls = []
+    real = P.evaluate_texts
+    monkeypatch.setattr(P, "evaluate_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    stage.run(ctx)
+    assert not calls and ctx.report.perplexity[key]["dense"] == first  # from the cache
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(0.5)  # other weights: evaluated again
+    stage.run(ctx)
+    assert calls and ctx.report.perplexity[key]["dense"] != first
