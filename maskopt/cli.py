@@ -95,6 +95,9 @@ def prune(
     eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text; the default-model job uses 32)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method option KEY=VALUE (repeatable), e.g. --opt iterations=500."),
     certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
+    allocation: str = typer.Option("uniform", help="Sparsity per block: 'uniform', or 'owl' (outlier-weighted layer-wise sparsity: blocks with more activation outliers keep more; same global sparsity)."),
+    owl_lambda: float = typer.Option(0.08, help="OWL: block sparsities lie within sparsity ± λ."),
+    owl_m: float = typer.Option(5.0, help="OWL: a Wanda score is an outlier above M times its block's mean."),
     recover: Optional[List[str]] = typer.Option(None, "--recover", help=RECOVER_HELP),
     reconstruct: Optional[str] = typer.Option(None, help="Recovery (older form of --recover): matrix | subblock | block | blocks."),
     recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Option KEY=VALUE of --reconstruct (lr, epochs, batch_size, n_blocks, dense_inputs, …)."),
@@ -130,7 +133,8 @@ def prune(
             eval_max_windows = 32  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
-                          certify=certify, progress=not quiet)
+                          certify=certify, allocation=allocation, owl_lambda=owl_lambda, owl_m=owl_m,
+                          progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
         stages = [_eval_stage(texts, "dense", eval_max_windows, cache=True)] if texts else []
         stages += [PruneStage(cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]

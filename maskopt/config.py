@@ -28,6 +28,9 @@ class PruneConfig:
     reference: str | None = "wanda"  # per-layer reference mask in the report
     certify: bool = False  # certified lower bound per layer (root relaxation)
     certify_shift: str = "jacobi"  # cheap bound inline; 'rowwise' is tighter but ~30x slower
+    allocation: str = "uniform"  # 'uniform', or 'owl' (outlier-weighted per-block sparsity, same global sparsity)
+    owl_lambda: float = 0.08  # OWL: block sparsities spread over sparsity ± λ
+    owl_m: float = 5.0  # OWL: a score is an outlier above M times the block's mean score
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -38,6 +41,12 @@ class PruneConfig:
         check_sparsity(self.sparsity)
         if self.nsamples < 1:
             raise ValueError(f"nsamples must be ≥ 1, got {self.nsamples}")
+        if self.allocation not in ("uniform", "owl"):
+            raise ValueError(f"allocation must be 'uniform' or 'owl', got {self.allocation!r}")
+        if self.allocation == "owl" and pat.kind == "nm":
+            raise ValueError("OWL allocation changes the sparsity per block; N:M patterns fix it (use per_row)")
+        if not 0 <= self.owl_lambda < 0.5 or self.owl_m <= 0:
+            raise ValueError(f"owl_lambda must be in [0, 0.5) and owl_m > 0, got {self.owl_lambda}, {self.owl_m}")
         if self.seqlen is not None and self.seqlen < 2:
             raise ValueError(f"seqlen must be ≥ 2, got {self.seqlen}")
 

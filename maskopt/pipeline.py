@@ -18,6 +18,7 @@ from .data import make_windows
 from .model.adapters import Adapter, get_adapter
 from .model.calibrate import BlockWalker, collect_grams
 from .report import LayerRecord, RunReport, jsonable
+from .solve.allocation import outlier_share, owl_sparsities
 from .solve.methods import get_method
 from .solve.problem import LayerProblem, Solution
 from .stages import Stage
@@ -86,7 +87,11 @@ class PruneStage(Stage):
             from .certify import certify_layer  # noqa: PLC0415
         report = ctx.report
         windows = ctx.calibration()
-        report.config = {**config.to_dict(), "nsamples": int(windows.shape[0]), "seqlen": int(windows.shape[1])}
+        report.config = {**config.to_dict(), "nsamples": int(windows.shape[0]), "seqlen": int(windows.shape[1]),
+                         **{k: v for k, v in report.config.items() if k == "block_sparsity"}}
+        if config.allocation == "owl" and "block_sparsity" not in report.config:  # kept over resumes
+            report.config["block_sparsity"] = self._owl(ctx, windows)
+        block_sparsity = report.config.get("block_sparsity")
         use_cache = getattr(ctx.model.config, "use_cache", None)
         ctx.model.config.use_cache = False
         walker = BlockWalker(ctx.model, adapter, windows, device=device, batch_size=ctx.batch_size,
@@ -95,9 +100,11 @@ class PruneStage(Stage):
         try:
             for step in walker:
                 grams = collect_grams(step.block, adapter, step.inputs, device)
+                sparsity = block_sparsity[step.index] if block_sparsity else config.sparsity
                 for name, module in adapter.linears(step.block).items():
                     full = adapter.layer_name(step.index, name)
-                    rec, sol = self._solve(adapter, module, full, grams[name], method, reference, certify_layer)
+                    rec, sol = self._solve(adapter, module, full, grams[name], sparsity, method, reference,
+                                           certify_layer)
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
         finally:
@@ -105,12 +112,26 @@ class PruneStage(Stage):
         report.sparsity = measured_sparsity(ctx.model, adapter)
         report.prune_seconds += time.time() - t0
 
-    def _solve(self, adapter: Adapter, module: nn.Module, full: str, G: torch.Tensor, method, reference,
-               certify_layer) -> tuple[LayerRecord, Solution]:
+    def _owl(self, ctx, windows: torch.Tensor) -> list[float]:
+        """OWL block sparsities from the dense model's Wanda scores (one walk, nothing changed)."""
+        config: PruneConfig = self.options
+        shares = []
+        for step in BlockWalker(ctx.model, ctx.adapter, windows, device=ctx.device, batch_size=ctx.batch_size,
+                                offload=ctx.offload, desc="OWL outlier shares", progress=ctx.progress):
+            grams = collect_grams(step.block, ctx.adapter, step.inputs, ctx.device)
+            scores = [ctx.adapter.get_weight(m).abs() * grams[n].diagonal().clamp_min(0).sqrt().to(m.weight.dtype)
+                      for n, m in ctx.adapter.linears(step.block).items()]
+            shares.append(outlier_share(scores, config.owl_m))
+        s = owl_sparsities(shares, config.sparsity, config.owl_lambda)
+        ctx.log("OWL block sparsities: " + ", ".join(f"{x:.3f}" for x in s))
+        return s
+
+    def _solve(self, adapter: Adapter, module: nn.Module, full: str, G: torch.Tensor, sparsity: float, method,
+               reference, certify_layer) -> tuple[LayerRecord, Solution]:
         config: PruneConfig = self.options
         t = time.time()
         W = adapter.get_weight(module).to(torch.float32)
-        problem = LayerProblem(W, G.to(torch.float32), config.pattern, config.sparsity, name=full, seed=config.seed)
+        problem = LayerProblem(W, G.to(torch.float32), config.pattern, sparsity, name=full, seed=config.seed)
         sol = method.solve(problem)
         err = problem.error(sol.mask, sol.weight)
         energy = max(problem.dense_energy(), 1e-300)
