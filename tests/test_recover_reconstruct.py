@@ -19,7 +19,7 @@ def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("granularity", ["matrix", "subblock", "block", "blocks"])
+@pytest.mark.parametrize("granularity", ["matrix", "subblock", "subblock_residual", "block", "blocks"])
 def test_llama_every_granularity_keeps_mask_and_lowers_mse(granularity):
     dense, pruned, win = pruned_pair("llama")
     masks = masks_of(pruned)
@@ -129,3 +129,40 @@ def test_reconstruct_restores_requires_grad_flags():
     flags = [p.requires_grad for p in pruned.parameters()]
     reconstruct(pruned, dense, windows(4, 8), ReconstructConfig(granularity="block", epochs=1), progress=False)
     assert flags == [p.requires_grad for p in pruned.parameters()]
+
+
+@pytest.mark.parametrize("family", ["llama", "opt", "gpt2"])
+def test_residual_targets_are_the_stream_after_each_module(family):
+    """Unit 'attn→residual' of the dense model maps block inputs to h + attn(norm(h)); 'mlp→residual' to the
+    block output: checked against the dense model's own hidden states."""
+    from maskopt.model.adapters import get_adapter
+    from maskopt.recover.units import block_inputs, make_units
+
+    dense, _, win = pruned_pair(family)
+    adapter = get_adapter(dense)
+    batches = capture_block_inputs(dense, adapter, win, torch.device("cpu"), 4)
+    blocks = adapter.get_blocks(dense)
+    attn_u, mlp_u = make_units(adapter, blocks, [0], "subblock_residual")
+    x = block_inputs(batches)[0]
+    seen = {}
+    h = blocks[0].get_submodule(adapter.attn_out_norm).register_forward_pre_hook(lambda m, a: seen.setdefault("r", a[0]))
+    with torch.no_grad():
+        out = blocks[0](x.hidden, *x.args, **x.kwargs)
+        h.remove()
+        torch.testing.assert_close(attn_u.call(x), seen["r"])
+        torch.testing.assert_close(mlp_u.call(x), out[0] if isinstance(out, tuple) else out)
+    assert set(attn_u.linears) | set(mlp_u.linears) == set(adapter.linear_names())
+
+
+@pytest.mark.parametrize("lora", ["masklora", "scalelora"])
+def test_lora_inside_reconstruction_keeps_mask_and_lowers_mse(lora):
+    dense, pruned, win = pruned_pair("llama")
+    masks = masks_of(pruned)
+    names = sorted(n for n, _ in pruned.named_parameters())
+    cfg = ReconstructConfig(granularity="subblock", lora=lora, lora_r=4, lr=1e-2, epochs=4, batch_size=4,
+                            revert_if_worse=False)
+    res = reconstruct(pruned, dense, win, cfg, batch_size=4, progress=False)
+    assert_mask_kept(pruned, masks)
+    assert sorted(n for n, _ in pruned.named_parameters()) == names  # merged, no factors left
+    for u in res["units"]:
+        assert u["mse_after"] < u["mse_before"], u

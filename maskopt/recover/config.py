@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 GRANULARITIES = ("matrix", "subblock", "block", "blocks")  # the built-in ones; see units.UNIT_MAKERS
-PERP_MODES = ("norms_biases", "masklora", "scalelora")  # the built-in ones; see lora.KINDS
+PERP_MODES = ("norms_biases", "masklora", "scalelora", "full")  # the built-in ones; see lora.KINDS
 
 
 class RecoveryError(FloatingPointError):
@@ -41,6 +41,9 @@ class ReconstructConfig:
     matrix_grad_steps: int = 0  # AdamW epochs over the cached data after the closed form
     damp: float = 1e-2  # relative ridge of the least squares: λ = damp · mean(diag G)
     revert_if_worse: bool = True  # keep the unit as it was if its MSE went up
+    lora: str = "none"  # train sparsity-keeping LoRA factors instead of the weights: 'masklora' | 'scalelora'
+    lora_r: int = 8  # LoRA rank inside reconstruction
+    lora_alpha: float = 16.0  # LoRA scale α (the product is scaled by α / r)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,6 +62,12 @@ class ReconstructConfig:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if self.n_blocks < 1:
             raise ValueError(f"n_blocks must be ≥ 1, got {self.n_blocks}")
+        from .lora import KINDS as _LORA  # noqa: PLC0415
+
+        if self.lora != "none" and self.lora not in _LORA:
+            raise ValueError(f"lora must be 'none' or one of {tuple(_LORA)}, got {self.lora!r}")
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r must be ≥ 1, got {self.lora_r}")
         if self.damp < 0 or self.weight_decay < 0:
             raise ValueError("damp and weight_decay must be ≥ 0")
 
@@ -71,7 +80,8 @@ class PERPConfig:
     """Parameter-efficient retraining with the language-modelling loss.
 
     ``mode``: 'norms_biases' (only biases and normalization parameters), 'masklora'
-    (plus W + (α/r)·M⊙(BA)) or 'scalelora' (plus W⊙(BA)); LoRA is merged at the end.
+    (plus W + (α/r)·M⊙(BA)), 'scalelora' (plus W⊙(1 + (α/r)·BA)); LoRA is merged at the end;
+    'full' (every kept weight, the mask re-applied after each step: the full-retraining baseline).
     ``steps`` (if set) overrides ``epochs``. Linear warm-up over ``warmup`` of the steps, then
     linear decay to 0.
     """
@@ -96,8 +106,8 @@ class PERPConfig:
         """Raise ValueError on a bad setting (also called by the recovery functions)."""
         from .lora import KINDS  # noqa: PLC0415
 
-        if self.mode != "norms_biases" and self.mode not in KINDS:
-            raise ValueError(f"mode must be one of {('norms_biases', *KINDS)}, got {self.mode!r}")
+        if self.mode not in ("norms_biases", "full") and self.mode not in KINDS:
+            raise ValueError(f"mode must be one of {('norms_biases', 'full', *KINDS)}, got {self.mode!r}")
         _positive("lr", self.lr)
         if self.r < 1:
             raise ValueError(f"LoRA rank r must be ≥ 1, got {self.r}")

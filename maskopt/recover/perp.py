@@ -1,7 +1,9 @@
 """PERP: parameter-efficient retraining after pruning (Zimmer et al., "PERP: Rethinking the
 Prune-Retrain Paradigm in the Era of LLMs").
 
-Only a small set of parameters is trained with the language-modelling loss
+Mode 'full' is the baseline PERP is compared with: all kept weights of the prunable linears (plus
+norms and biases) trained on the same loss and token budget, the mask re-applied after every step.
+Otherwise only a small set of parameters is trained with the language-modelling loss
 L = −(1/T) Σ_t log p(x_{t+1} | x_≤t): all biases and normalization parameters, plus (optionally)
 sparsity-keeping LoRA factors on every prunable linear, merged back at the end. The weights
 themselves are frozen, so the mask M (explicit, or W ≠ 0 when none is given) cannot change.
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..model.adapters import get_adapter
 from .config import PERPConfig, RecoveryError
-from .lora import attach_lora, merge_lora
+from .lora import KINDS, attach_lora, merge_lora
 from .params import ModuleMasks, apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
 from .reconstruct import check_windows
 
@@ -78,11 +80,13 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
     t0 = time.perf_counter()
     with frozen(model):
         base = list({id(p): p for p in norm_and_bias_params(model).values()}.values())
+        if config.mode == "full":  # every kept weight of the prunable linears too, masked after each step
+            base += [m.weight for m in linears.values() if all(m.weight is not p for p in base)]
         snap = snapshot(base)
         for p in base:
             p.requires_grad_(True)
         params = list(base)
-        if config.mode != "norms_biases":
+        if config.mode in KINDS:
             params += attach_lora(linears, config.mode, config.r, config.alpha, masks)
         if not params:
             raise ValueError("the model has no biases or normalization parameters to train (use a LoRA mode)")
@@ -108,6 +112,8 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
                     if config.max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     opt.step()
+                    if config.mode == "full":
+                        apply_masks(linears, masks)
                     sched.step()
                     step += 1
                     tokens += batch.numel()

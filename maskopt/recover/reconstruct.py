@@ -19,8 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model.adapters import get_adapter
-from ..model.calibrate import Batch, BlockStep, BlockWalker, run_block, to_device
+from ..model.calibrate import Batch, BlockStep, BlockWalker, to_device
 from .config import ReconstructConfig, RecoveryError
+from .lora import attach_lora, merge_lora
 from .lstsq import masked_lstsq
 from .params import ModuleMasks, apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
 from .units import UNIT_MAKERS, Unit, UnitInput, block_inputs, capture_tap, cast_floats, make_units
@@ -107,6 +108,20 @@ def _fit_adam(unit: Unit, params: list[nn.Parameter], masks: dict[str, torch.Ten
     return steps
 
 
+def _fit_lora(unit: Unit, extra: list[nn.Parameter], masks: dict[str, torch.Tensor], inputs: list[UnitInput],
+              targets: list[torch.Tensor], config: ReconstructConfig, device: torch.device, dtype: torch.dtype) -> int:
+    """PERP's sparsity-keeping LoRA inside layer-wise reconstruction: train only the low-rank factors (and
+    ``extra``, norms/biases) on the unit's MSE, then merge them into the kept weights."""
+    factors = attach_lora(unit.linears, config.lora, config.lora_r, config.lora_alpha, masks)
+    try:
+        steps = _fit_adam(unit, factors + extra, masks, inputs, targets, config.epochs, config, device, dtype)
+    except BaseException:
+        merge_lora(unit.linears, keep=False)
+        raise
+    merge_lora(unit.linears, keep=True)
+    return steps
+
+
 @torch.no_grad()
 def _fit_lstsq(unit: Unit, adapter, masks: dict[str, torch.Tensor], inputs: list[UnitInput],
                targets: list[torch.Tensor], config: ReconstructConfig, device: torch.device) -> None:
@@ -154,6 +169,8 @@ def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: lis
             steps = _fit_adam(unit, params, masks, inputs, targets, config.matrix_grad_steps
                               if config.matrix_lstsq else max(config.matrix_grad_steps, config.epochs),
                               config, device, work)
+        elif config.lora != "none":
+            steps = _fit_lora(unit, params[len(unit.linears):], masks, inputs, targets, config, device, work)
         else:
             steps = _fit_adam(unit, params, masks, inputs, targets, config.epochs, config, device, work)
         after = unit_mse(unit, inputs, targets, device, work)
@@ -178,12 +195,11 @@ def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: lis
 def _unit_data(unit: Unit, dunit: Unit, step: BlockStep, config: ReconstructConfig, device: torch.device,
                store: torch.device) -> tuple[list[UnitInput], list[torch.Tensor]]:
     """Inputs (pruned stream, or dense with ``dense_inputs``) and dense targets of one unit."""
-    if unit.tap is None:  # whole block(s): inputs are the block inputs, targets the dense blocks' outputs
-        targets_b = step.dense_inputs
-        for b in step.dense_blocks:
-            targets_b = run_block(b, targets_b, device)
-        targets = [b.hidden.to(store) for b in targets_b]
-        return block_inputs(step.dense_inputs if config.dense_inputs else step.inputs), targets
+    if unit.tap is None:  # units fed with block inputs: the targets are the dense unit on the dense inputs
+        d_x = block_inputs(step.dense_inputs)
+        with torch.no_grad():
+            targets = [dunit.call(_dev(x, device, x.hidden.dtype)).to(store) for x in d_x]
+        return (d_x if config.dense_inputs else block_inputs(step.inputs)), targets
     d_x, targets = capture_tap(step.dense_block, step.dense_inputs, dunit.tap, device, store,
                                inputs=config.dense_inputs, outputs=True)
     if config.dense_inputs:

@@ -16,6 +16,7 @@ RECOMMENDED = "matrix"  # measured best on the tiny model (README: Recovery); us
 
 @register_stage("blocks", kind="recover", granularity="blocks")
 @register_stage("block", kind="recover", granularity="block")
+@register_stage("subblock_residual", kind="recover", granularity="subblock_residual")
 @register_stage("subblock", kind="recover", granularity="subblock")
 @register_stage("matrix", kind="recover", granularity="matrix")
 class ReconstructStage(Stage):
@@ -37,6 +38,7 @@ class ReconstructStage(Stage):
                 f"{res['mse_after']:.4g}")
 
 
+@register_stage("full", kind="recover", mode="full")
 @register_stage("scalelora", kind="recover", mode="scalelora")
 @register_stage("masklora", kind="recover", mode="masklora")
 @register_stage("norms_biases", kind="recover", mode="norms_biases")

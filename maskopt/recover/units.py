@@ -79,6 +79,31 @@ def _run_blocks(blocks: list[nn.Module]) -> Callable[[UnitInput], torch.Tensor]:
     return call
 
 
+def _run_until(block: nn.Module, path: str) -> Callable[[UnitInput], torch.Tensor]:
+    """Run ``block`` on the unit input until module ``path`` is called; its input is the output."""
+    target = block.get_submodule(path)
+
+    def call(x: UnitInput) -> torch.Tensor:
+        seen: dict[str, torch.Tensor] = {}
+
+        def pre(_m: nn.Module, args: tuple) -> None:
+            seen["h"] = args[0]
+            raise _Stop
+
+        handle = target.register_forward_pre_hook(pre)
+        try:
+            block(x.hidden, *x.args, **x.kwargs)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if "h" not in seen:
+            raise RuntimeError(f"the block never called {path!r} in its forward")
+        return seen["h"]
+
+    return call
+
+
 def _run_module(module: nn.Module) -> Callable[[UnitInput], torch.Tensor]:
     def call(x: UnitInput) -> torch.Tensor:
         if x.hidden_kw is None:
@@ -161,6 +186,25 @@ def _subblock_units(adapter: Adapter, blocks: nn.ModuleList, indices: list[int])
     if missing:
         raise ValueError(f"sub-block units of {adapter.family} miss prunable linears {sorted(missing)}")
     return units
+
+
+@unit_maker("subblock_residual")
+def _subblock_residual_units(adapter: Adapter, blocks: nn.ModuleList, indices: list[int]) -> list[Unit]:
+    """Attention and MLP as units whose targets are the residual stream after them (not the module outputs):
+    the attention unit runs the block up to the residual sum after attention, the MLP unit the whole block
+    with only the MLP's linears trained, so pruned inputs can also correct drift already in the stream."""
+    (i,) = indices
+    if not adapter.attn_out_norm:
+        raise ValueError(f"residual targets need the module after the attention residual; the {adapter.family} "
+                         "adapter names none (parallel attention and MLP); use granularity 'subblock' or 'block'")
+    block = blocks[i]
+    lin = adapter.linears(block)
+    attn = {n: m for n, m in lin.items() if n.startswith(adapter.attn + ".")}
+    mlp = {n: m for n, m in lin.items() if n not in attn}
+    mlp_owners = [block.get_submodule(adapter.mlp)] if adapter.mlp else list(mlp.values())
+    return [Unit(f"block {i} attn→residual", [i], [block.get_submodule(adapter.attn)], attn, None,
+                 _run_until(block, adapter.attn_out_norm)),
+            Unit(f"block {i} mlp→residual", [i], mlp_owners, mlp, None, _run_blocks([block]))]
 
 
 @torch.no_grad()

@@ -22,8 +22,9 @@ class Adapter:
     ``blocks``: path of the ModuleList of decoder blocks; ``linear_groups``: the
     prunable linear layers of a block (paths relative to the block), grouped by
     shared input (they share one Gram matrix); ``attn``/``mlp``: the attention and
-    MLP sub-modules of a block (for sub-block reconstruction); ``norms``: paths of
-    the final norm; ``transposed``: GPT-2's Conv1D stores weights as (in, out).
+    MLP sub-modules of a block (for sub-block reconstruction); ``attn_out_norm``: the
+    module whose input is the residual stream after attention (for residual targets);
+    ``transposed``: GPT-2's Conv1D stores weights as (in, out).
     """
 
     family: str
@@ -33,6 +34,7 @@ class Adapter:
     attn: str
     mlp: str
     transposed: bool = False
+    attn_out_norm: str = ""  # the first module that receives the residual stream after attention ("" if none)
 
     def get_blocks(self, model: nn.Module) -> nn.ModuleList:
         return get_submodule(model, self.blocks)  # type: ignore[return-value]

@@ -12,6 +12,7 @@ LLAMA = Adapter(
     linear_groups=(_ATTN_QKV, ("self_attn.o_proj",), ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",)),
     attn="self_attn",
     mlp="mlp",
+    attn_out_norm="post_attention_layernorm",
 )
 
 OPT = Adapter(
@@ -21,6 +22,7 @@ OPT = Adapter(
     linear_groups=(_ATTN_QKV, ("self_attn.out_proj",), ("fc1",), ("fc2",)),
     attn="self_attn",
     mlp="",  # OPT's MLP is fc1/fc2 directly in the block, no sub-module
+    attn_out_norm="final_layer_norm",
 )
 
 GPT2 = Adapter(
@@ -31,6 +33,7 @@ GPT2 = Adapter(
     attn="attn",
     mlp="mlp",
     transposed=True,
+    attn_out_norm="ln_2",
 )
 
 GPT_NEOX = Adapter(
