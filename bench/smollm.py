@@ -1,0 +1,157 @@
+"""The SmolLM2-135M scoreboard: masks alone, then each with recovery; perplexity, layer error, time, memory.
+
+Protocol (issue 12): calibration 128 × 256 tokens of WikiText-2 `valid.txt` (seed 0); perplexity on WikiText-2
+raw `test.txt`, windows of 512 tokens, the first `--eval-max-windows` of them (32 by default ≈ the first 16 k
+tokens, the protocol of ../shared/README's dense 28.8). Every row runs in its own interpreter (honest peak
+memory) and is appended to `bench/results/smollm.jsonl` as soon as it finishes; rows already there are
+skipped, so the grid can be stopped and restarted. `--table` rebuilds `bench/results/smollm.md` from it.
+
+    .venv/bin/python bench/smollm.py --settings 50% 70% --methods wanda sparsegpt
+    .venv/bin/python bench/smollm.py --settings 50% --methods wanda sparsegpt "sparseswaps:warm_start=sparsefw" \
+        --recover none matrix subblock block full masklora:steps=100
+    .venv/bin/python bench/smollm.py --table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, ROOT, SETTINGS, SHARED, run_child
+
+SMOLLM = SHARED / "models" / "smollm2-135m-instruct-q4_1"
+CACHED = Path("/work/cache/smollm2-135m-f32")  # a converted float32 copy, when present (same weights, loads faster)
+CALIB = SHARED / "data" / "wikitext-2" / "valid.txt"
+TEXT = SHARED / "data" / "wikitext-2-raw" / "test.txt"
+JSONL = RESULTS / "smollm.jsonl"
+MASKS = ["magnitude", "wanda", "ria", "sparsegpt", "dsnot", "sparsefw", "sparseswaps",
+         "sparseswaps:warm_start=sparsefw"]
+PEERS = {("sparsegpt", "50%"): 51.2, ("sparsegpt", "70%"): 199, ("sparsegpt", "2:4"): 82.2, ("wanda", "50%"): 62.7}
+
+
+def model_path(name: str) -> Path:
+    if name == "tiny":
+        return SHARED / "models" / "maskopt-tiny-llama"
+    return CACHED if (CACHED / "config.json").is_file() else SMOLLM
+
+
+def row_key(r: dict) -> tuple:
+    return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"))
+
+
+def child(a: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from maskopt.config import PruneConfig
+    from maskopt.jobs import JobInputs, run_job
+    from maskopt.options import parse_kv
+    from maskopt.perplexity import EvaluateOptions, EvaluateStage
+    from maskopt.pipeline import PruneStage
+    from maskopt.stages import make_stage
+
+    t0 = time.time()
+    a.recover = a.recover[0]
+    stages = []
+    if a.method != "dense":
+        pattern, sparsity = SETTINGS[a.setting]
+        name, _, opts = a.method.partition(":")
+        cfg = PruneConfig(method=name, sparsity=sparsity, pattern=pattern, nsamples=a.nsamples, seqlen=a.seqlen,
+                          method_options=parse_kv(opts.split(",") if opts else []), progress=False,
+                          reference=None if a.no_reference else "wanda", allocation=a.allocation)
+        stages.append(PruneStage(cfg))
+        stages += [make_stage(r, "recover") for r in a.recover.split("+") if r != "none"]
+    stages.append(EvaluateStage(EvaluateOptions([str(TEXT)], "ppl", 512, a.eval_max_windows, cache=a.method == "dense")))
+    rep = run_job(stages, JobInputs(model_path(a.model), [str(CALIB)], a.nsamples, a.seqlen, progress=False),
+                  log=lambda m: print(m, file=sys.stderr))
+    out = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
+           "allocation": a.allocation, "ppl": next(iter(rep.perplexity.values()))["ppl"],
+           "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
+           "mean_wanda_relative_error": rep.mean_reference_relative_error(),
+           "layer_relative_errors": [r.relative_error for r in rep.layers],
+           "sparsity": rep.sparsity, "prune_seconds": rep.prune_seconds,
+           "recovery_seconds": {k: v.get("seconds") for k, v in rep.recovery.items()},
+           "seconds": time.time() - t0, "peak_memory_mb": rep.peak_memory_mb.get("cpu_rss"),
+           "threads": a.threads, "eval_windows": a.eval_max_windows, "calibration": f"{a.nsamples}x{a.seqlen}"}
+    print(json.dumps(out))
+
+
+def table(rows: list[dict]) -> str:
+    dense = {r["model"]: r["ppl"] for r in rows if r["method"] == "dense"}
+    lines = ["| model | setting | mask | recovery | ppl | ppl / dense | peer (llm-compressor) | mean rel. layer error | "
+             "vs Wanda | prune s | recovery s | peak MB |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    order = {m: i for i, m in enumerate(["dense", *MASKS])}
+    for r in sorted(rows, key=lambda r: (r["model"], r["setting"], order.get(r["method"], 99), r["method"],
+                                         r["recover"])):
+        d = dense.get(r["model"])
+        peer = PEERS.get((r["method"], r["setting"])) if r["recover"] == "none" and r["model"] == "smollm" else None
+        w = r.get("mean_wanda_relative_error")
+        rel = r["mean_relative_error"] / w if w else None
+        rec_s = sum(v or 0 for v in (r.get("recovery_seconds") or {}).values())
+        setting = r["setting"] if r["method"] != "dense" else "–"
+        mask = r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "")
+        cells = [r["model"], setting, mask, r["recover"], f"{r['ppl']:.2f}", f"{r['ppl'] / d:.3f}" if d else "–",
+                 str(peer) if peer else "–", f"{r['mean_relative_error']:.4f}", f"{rel:.3f}" if rel else "–",
+                 f"{r['prune_seconds']:.0f}", f"{rec_s:.0f}", f"{r['peak_memory_mb']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="smollm", choices=["smollm", "tiny"])
+    ap.add_argument("--methods", nargs="+", default=MASKS)
+    ap.add_argument("--method", default="dense", help=argparse.SUPPRESS)
+    ap.add_argument("--settings", nargs="+", default=["50%", "60%", "70%", "2:4"])
+    ap.add_argument("--setting", default="50%", help=argparse.SUPPRESS)
+    ap.add_argument("--recover", nargs="+", default=["none"],
+                    help="recovery per row: 'none', a --recover spec, or several joined by '+'")
+    ap.add_argument("--allocation", default="uniform", choices=["uniform", "owl"])
+    ap.add_argument("--nsamples", type=int, default=128)
+    ap.add_argument("--seqlen", type=int, default=256)
+    ap.add_argument("--eval-max-windows", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-reference", action="store_true", help="skip the per-layer Wanda reference (faster)")
+    ap.add_argument("--table", action="store_true", help="only rebuild bench/results/smollm.md")
+    a = ap.parse_args()
+    if a.child:
+        return child(a)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(ln) for ln in JSONL.read_text().splitlines() if ln.strip()] if JSONL.exists() else []
+    if not a.table:
+        done = {row_key(r) for r in rows}
+        common = ["--model", a.model, "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--eval-max-windows",
+                  str(a.eval_max_windows), "--threads", str(a.threads), "--allocation", a.allocation]
+        common += ["--no-reference"] if a.no_reference else []
+        todo = [("dense", "–", "none")] + [(m, s, r) for s in a.settings for m in a.methods for r in a.recover]
+        for method, setting, rec in todo:
+            key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform")
+            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") for k in done)):
+                continue
+            args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec, *common]
+            try:
+                row = run_child(__file__, args)
+            except RuntimeError as e:  # a failed row is reported, the grid goes on
+                print(f"FAILED {method} {setting} {rec}: {e}", file=sys.stderr)
+                continue
+            if method == "dense":
+                row["setting"] = "–"
+            with JSONL.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            rows.append(row)
+            done.add(row_key(row))
+            print(json.dumps({k: v for k, v in row.items() if k != "layer_relative_errors"}), flush=True)
+    md = table(rows)
+    (RESULTS / "smollm.md").write_text(
+        f"SmolLM2-135M scoreboard (`bench/smollm.py`): calibration 128 × 256 WikiText-2 valid, perplexity on "
+        f"WikiText-2 raw test, windows of 512 (first {a.eval_max_windows}). CPU, 2 cores shared with other jobs: "
+        f"times are pessimistic.\n\n" + md)
+    print(md)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
