@@ -145,6 +145,10 @@ def prune(
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
     except USER_ERRORS as e:
         _fail(e)
+    from .distributed import is_main  # noqa: PLC0415
+
+    if not is_main():
+        return
     _print_perplexity(report)
     ref = report.mean_reference_relative_error()
     typer.echo(f"sparsity {report.sparsity:.4f}; mean relative layer error {report.mean_relative_error():.4f}"

@@ -9,6 +9,7 @@ run with a checkpoint next to the output so that re-running the same command aft
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -18,6 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import distributed
 from .checkpoint import Checkpoint
 from .data import make_windows
 from .io import MASKS_FILE, check_output, clean_stale_tmp, file_digest, load_masks, tensor_digest
@@ -26,6 +28,7 @@ from .model.loading import load_model
 from .pipeline import check_finite_weights, resolve_device
 from .report import RunReport
 from .runner import RunContext, run_stages
+from .perplexity import EvaluateStage
 from .save import SaveStage
 from .stages import Stage
 
@@ -72,6 +75,9 @@ def _fingerprint(stages: Sequence[Stage], model_digest: str, windows: torch.Tens
 def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = None, resume: bool = True,
             report: RunReport | None = None, log: Log = print) -> RunReport:
     """Run ``stages`` on the model of ``inputs``; a SaveStage writes ``out``. Returns the report."""
+    if distributed.init_from_env() and not distributed.is_main():  # torchrun: rank 0 writes and reports
+        stages = [s for s in stages if not isinstance(s, (SaveStage, EvaluateStage))]
+        log, inputs = (lambda _m: None), dataclasses.replace(inputs, progress=False)
     saves = [s for s in stages if isinstance(s, SaveStage)]
     if saves:
         out = check_output(out, saves[-1].options.overwrite)
@@ -79,7 +85,7 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         if stale:
             print(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
                 + ", ".join(p.name for p in stale), file=sys.stderr)
-    device = resolve_device(inputs.device)
+    device = distributed.local_device(resolve_device(inputs.device))
     model_path = Path(inputs.model)
     model, tokenizer = load_model(inputs.model, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)
     adapter = get_adapter(model)
@@ -120,6 +126,7 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         if not resume:
             checkpoint.clear()
     result = run_stages(stages, ctx, checkpoint)
+    distributed.barrier()
     if checkpoint is not None:
         checkpoint.clear()
     return result

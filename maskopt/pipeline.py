@@ -13,6 +13,7 @@ import time
 import torch
 from torch import nn
 
+from . import distributed
 from .config import PruneConfig
 from .data import make_windows
 from .model.adapters import Adapter, get_adapter
@@ -65,6 +66,20 @@ def measured_sparsity(model: nn.Module, adapter: Adapter) -> float:
         zeros += int((mod.weight == 0).sum())
         total += mod.weight.numel()
     return zeros / max(total, 1)
+
+
+def solve_rows(method, problem: LayerProblem) -> Solution:
+    """``method.solve(problem)``, with the rows shared out over the ranks of a torchrun job when the pattern
+    makes them independent (per-row, N:M); every rank returns the gathered full solution."""
+    n = distributed.world()
+    if n == 1 or not problem.pattern.rowwise or problem.rows < n:
+        return method.solve(problem)
+    sl = distributed.row_shard(problem.rows)
+    part = method.solve(LayerProblem(problem.W[sl], problem.G, problem.pattern, problem.sparsity,
+                                     name=problem.name, seed=problem.seed))
+    mask = distributed.gather_rows(part.mask, problem.rows)
+    weight = distributed.gather_rows(part.weight, problem.rows) if part.weight is not None else None
+    return Solution(mask, weight, {**part.info, "ranks": n, "info_of_rows": [sl.start, sl.stop]})
 
 
 class PruneStage(Stage):
@@ -132,7 +147,7 @@ class PruneStage(Stage):
         t = time.time()
         W = adapter.get_weight(module).to(torch.float32)
         problem = LayerProblem(W, G.to(torch.float32), config.pattern, sparsity, name=full, seed=config.seed)
-        sol = method.solve(problem)
+        sol = solve_rows(method, problem)
         err = problem.error(sol.mask, sol.weight)
         energy = max(problem.dense_energy(), 1e-300)
         rec = LayerRecord(full, (problem.rows, problem.d), problem.kept_fraction, err, err / energy,
