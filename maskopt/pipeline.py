@@ -118,8 +118,10 @@ class PruneStage(Stage):
                 sparsity = block_sparsity[step.index] if block_sparsity else config.sparsity
                 for name, module in adapter.linears(step.block).items():
                     full = adapter.layer_name(step.index, name)
+                    walker.status(f"{name} ({module.weight.shape[0]}×{module.weight.shape[1]})")
                     rec, sol = self._solve(adapter, module, full, grams[name], sparsity, method, reference,
                                            certify_layer)
+                    walker.status(f"{name} done in {rec.seconds:.1f} s")
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
         finally:

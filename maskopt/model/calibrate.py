@@ -205,6 +205,13 @@ class BlockWalker:
             raise ValueError(f"the model has {self.n_blocks} blocks, the dense model "
                              f"{len(adapter.get_blocks(dense_model))}")
 
+    bar = None
+
+    def status(self, text: str) -> None:
+        """Show ``text`` beside the progress bar (the layer being solved, its time)."""
+        if self.bar is not None and self.progress:
+            self.bar.set_postfix_str(text, refresh=True)
+
     def _models(self) -> list[nn.Module]:
         return [self.model] + ([self.dense_model] if self.dense_model is not None else [])
 
@@ -236,7 +243,8 @@ class BlockWalker:
             dense_inputs = (self._inputs(self.dense_model, self.resume_dense_hidden if self.start else None)
                             if self.dense_stream else None)
             starts = range(self.start, self.n_blocks, self.stride)
-            for s in tqdm(starts, desc=self.desc, disable=not self.progress):
+            self.bar = tqdm(starts, desc=self.desc, disable=not self.progress, initial=0, unit="block")
+            for s in self.bar:
                 idx = list(range(s, min(s + self.stride, self.n_blocks)))
                 step = BlockStep(idx, [blocks[i] for i in idx], inputs,
                                  [dblocks[i] for i in idx] if dblocks is not None else None, dense_inputs)
