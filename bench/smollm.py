@@ -25,7 +25,7 @@ SMOLLM = SHARED / "models" / "smollm2-135m-instruct-q4_1"
 CACHED = Path("/work/cache/smollm2-135m-f32")  # a converted float32 copy, when present (same weights, loads faster)
 CALIB = SHARED / "data" / "wikitext-2" / "valid.txt"
 TEXT = SHARED / "data" / "wikitext-2-raw" / "test.txt"
-JSONL = RESULTS / "smollm.jsonl"
+NAME = "smollm"  # results: bench/results/<name>.jsonl and .md (--name)
 MASKS = ["magnitude", "wanda", "ria", "sparsegpt", "dsnot", "sparsefw", "sparseswaps",
          "sparseswaps:warm_start=sparsefw"]
 PEERS = {("sparsegpt", "50%"): 51.2, ("sparsegpt", "70%"): 199, ("sparsegpt", "2:4"): 82.2, ("wanda", "50%"): 62.7}
@@ -38,7 +38,7 @@ def model_path(name: str) -> Path:
 
 
 def row_key(r: dict) -> tuple:
-    return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"))
+    return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"), r.get("refit", False))
 
 
 def child(a: argparse.Namespace) -> None:
@@ -60,14 +60,15 @@ def child(a: argparse.Namespace) -> None:
         name, _, opts = a.method.partition(":")
         cfg = PruneConfig(method=name, sparsity=sparsity, pattern=pattern, nsamples=a.nsamples, seqlen=a.seqlen,
                           method_options=parse_kv(opts.split(",") if opts else []), progress=False,
-                          reference=None if a.no_reference else "wanda", allocation=a.allocation)
+                          reference=None if a.no_reference else "wanda", allocation=a.allocation,
+                          refit=a.refit == ["yes"])
         stages.append(PruneStage(cfg))
         stages += [make_stage(r, "recover") for r in a.recover.split("+") if r != "none"]
     stages.append(EvaluateStage(EvaluateOptions([str(TEXT)], "ppl", 512, a.eval_max_windows, cache=a.method == "dense")))
     rep = run_job(stages, JobInputs(model_path(a.model), [str(CALIB)], a.nsamples, a.seqlen, progress=False),
                   log=lambda m: print(m, file=sys.stderr))
     out = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
-           "allocation": a.allocation, "ppl": next(iter(rep.perplexity.values()))["ppl"],
+           "allocation": a.allocation, "refit": a.refit == ["yes"], "ppl": next(iter(rep.perplexity.values()))["ppl"],
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
            "mean_wanda_relative_error": rep.mean_reference_relative_error(),
            "layer_relative_errors": [r.relative_error for r in rep.layers],
@@ -91,7 +92,7 @@ def table(rows: list[dict]) -> str:
         rel = r["mean_relative_error"] / w if w else None
         rec_s = sum(v or 0 for v in (r.get("recovery_seconds") or {}).values())
         setting = r["setting"] if r["method"] != "dense" else "–"
-        mask = r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "")
+        mask = r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + (" + refit" if r.get("refit") else "")
         cells = [r["model"], setting, mask, r["recover"], f"{r['ppl']:.2f}", f"{r['ppl'] / d:.3f}" if d else "–",
                  str(peer) if peer else "–", f"{r['mean_relative_error']:.4f}", f"{rel:.3f}" if rel else "–",
                  f"{r['prune_seconds']:.0f}", f"{rec_s:.0f}", f"{r['peak_memory_mb']:.0f}"]
@@ -110,6 +111,9 @@ def main() -> None:
     ap.add_argument("--recover", nargs="+", default=["none"],
                     help="recovery per row: 'none', a --recover spec, or several joined by '+'")
     ap.add_argument("--allocation", default="uniform", choices=["uniform", "owl"])
+    ap.add_argument("--refit", nargs="+", default=["no"], choices=["no", "yes"],
+                    help="least-squares refit of every layer after its mask (a row dimension: no, yes or both)")
+    ap.add_argument("--name", default=NAME, help="results file name under bench/results/")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--eval-max-windows", type=int, default=32)
@@ -120,18 +124,21 @@ def main() -> None:
     if a.child:
         return child(a)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(ln) for ln in JSONL.read_text().splitlines() if ln.strip()] if JSONL.exists() else []
+    jsonl = RESULTS / f"{a.name}.jsonl"
+    rows = [json.loads(ln) for ln in jsonl.read_text().splitlines() if ln.strip()] if jsonl.exists() else []
     if not a.table:
         done = {row_key(r) for r in rows}
         common = ["--model", a.model, "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--eval-max-windows",
                   str(a.eval_max_windows), "--threads", str(a.threads), "--allocation", a.allocation]
         common += ["--no-reference"] if a.no_reference else []
-        todo = [("dense", "–", "none")] + [(m, s, r) for s in a.settings for m in a.methods for r in a.recover]
-        for method, setting, rec in todo:
-            key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform")
+        todo = [("dense", "–", "none", "no")] + [(m, s, r, f) for s in a.settings for m in a.methods
+                                                 for f in a.refit for r in a.recover]
+        for method, setting, rec, refit in todo:
+            key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes")
             if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") for k in done)):
                 continue
-            args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec, *common]
+            args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec,
+                    "--refit", refit, *common]
             try:
                 row = run_child(__file__, args)
             except RuntimeError as e:  # a failed row is reported, the grid goes on
@@ -139,14 +146,14 @@ def main() -> None:
                 continue
             if method == "dense":
                 row["setting"] = "–"
-            with JSONL.open("a") as f:
+            with jsonl.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             rows.append(row)
             done.add(row_key(row))
             print(json.dumps({k: v for k, v in row.items() if k != "layer_relative_errors"}), flush=True)
     md = table(rows)
-    (RESULTS / "smollm.md").write_text(
-        f"SmolLM2-135M scoreboard (`bench/smollm.py`): calibration 128 × 256 WikiText-2 valid, perplexity on "
+    (RESULTS / f"{a.name}.md").write_text(
+        f"Scoreboard (`bench/smollm.py`): calibration 128 × 256 WikiText-2 valid, perplexity on "
         f"WikiText-2 raw test, windows of 512 (first {a.eval_max_windows}). CPU, 2 cores shared with other jobs: "
         f"times are pessimistic.\n\n" + md)
     print(md)

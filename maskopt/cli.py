@@ -95,6 +95,7 @@ def prune(
     eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text; the default-model job uses 32)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Method option KEY=VALUE (repeatable), e.g. --opt iterations=500."),
     certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
+    refit: bool = typer.Option(False, "--refit", help="Least-squares update of every layer's kept weights after its mask (closed form from G, before the next block sees it)."),
     allocation: str = typer.Option("uniform", help="Sparsity per block: 'uniform', or 'owl' (outlier-weighted layer-wise sparsity: blocks with more activation outliers keep more; same global sparsity)."),
     owl_lambda: float = typer.Option(0.08, help="OWL: block sparsities lie within sparsity ± λ."),
     owl_m: float = typer.Option(5.0, help="OWL: a Wanda score is an outlier above M times its block's mean."),
@@ -133,7 +134,7 @@ def prune(
             eval_max_windows = 32  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
-                          certify=certify, allocation=allocation, owl_lambda=owl_lambda, owl_m=owl_m,
+                          certify=certify, refit=refit, allocation=allocation, owl_lambda=owl_lambda, owl_m=owl_m,
                           progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
         stages = [_eval_stage(texts, "dense", eval_max_windows, cache=True)] if texts else []

@@ -28,6 +28,7 @@ class PruneConfig:
     reference: str | None = "wanda"  # per-layer reference mask in the report
     certify: bool = False  # certified lower bound per layer (root relaxation)
     certify_shift: str = "jacobi"  # cheap bound inline; 'rowwise' is tighter but ~30x slower
+    refit: bool = False  # least-squares update of the kept weights of every layer (closed form from G) after its mask
     allocation: str = "uniform"  # 'uniform', or 'owl' (outlier-weighted per-block sparsity, same global sparsity)
     owl_lambda: float = 0.08  # OWL: block sparsities spread over sparsity ± λ
     owl_m: float = 5.0  # OWL: a score is an outlier above M times the block's mean score

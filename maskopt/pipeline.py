@@ -19,6 +19,7 @@ from .data import make_windows
 from .model.adapters import Adapter, get_adapter
 from .model.calibrate import BlockWalker, collect_grams
 from .report import LayerRecord, RunReport, jsonable
+from .recover.lstsq import layer_lstsq
 from .solve.allocation import outlier_share, owl_sparsities
 from .solve.methods import get_method
 from .solve.problem import LayerProblem, Solution
@@ -150,6 +151,10 @@ class PruneStage(Stage):
         W = adapter.get_weight(module).to(torch.float32)
         problem = LayerProblem(W, G.to(torch.float32), config.pattern, sparsity, name=full, seed=config.seed)
         sol = solve_rows(method, problem)
+        if config.refit:
+            mask_error = problem.error(sol.mask, sol.weight)
+            sol = Solution(sol.mask, layer_lstsq(problem.W, problem.G, sol.mask).to(problem.dtype),
+                           {**sol.info, "error_before_refit": mask_error})
         err = problem.error(sol.mask, sol.weight)
         energy = max(problem.dense_energy(), 1e-300)
         rec = LayerRecord(full, (problem.rows, problem.d), problem.kept_fraction, err, err / energy,

@@ -121,3 +121,20 @@ def test_dense_perplexity_cache(tmp_path, text_file, monkeypatch):
         model.model.layers[0].mlp.down_proj.weight.mul_(0.5)  # other weights: evaluated again
     stage.run(ctx)
     assert calls and ctx.report.perplexity[key]["dense"] != first
+
+
+def test_refit_lowers_every_layer_error_and_keeps_masks():
+    import maskopt
+    from conftest import tiny_model
+
+    w = torch.randint(0, 96, (8, 16))
+    a, b = tiny_model("llama"), tiny_model("llama")
+    ra = maskopt.prune(a, w, maskopt.PruneConfig(method="wanda", sparsity=0.6, progress=False))
+    rb = maskopt.prune(b, w, maskopt.PruneConfig(method="wanda", sparsity=0.6, refit=True, progress=False))
+    assert [torch.equal(ra.masks[k], rb.masks[k]) for k in ra.masks][0]  # block 0: same inputs, same mask
+    la, lb = ra.layers[0], rb.layers[0]
+    assert lb.info["error_before_refit"] == pytest.approx(la.error, rel=1e-6)
+    assert lb.error < la.error
+    assert all(r.error <= r.info["error_before_refit"] * (1 + 1e-9) for r in rb.layers)
+    for name, m in rb.masks.items():
+        assert (b.get_submodule(name).weight[~m] == 0).all()
