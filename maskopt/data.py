@@ -16,9 +16,10 @@ MAX_BAD_SHARE = 0.001  # share of undecodable bytes (or NULs) above which a text
 
 
 def read_text_file(path: Path) -> str:
-    """A UTF-8 text file; binary, Latin-1 or UTF-16 files (undecodable bytes, NULs) are refused by name."""
+    """A UTF-8 text file with universal newlines (as ``Path.read_text``); binary, Latin-1 or UTF-16 files
+    (undecodable bytes, NULs) are refused by name."""
     raw = path.read_bytes()
-    text = raw.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # universal newlines
     bad = text.count("\ufffd") + text.count("\x00")
     if text and bad > max(2, MAX_BAD_SHARE * len(text)):
         raise DataError(f"{path} is not UTF-8 text ({bad} of {len(text)} characters are undecodable bytes or NULs): "

@@ -72,6 +72,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MASKOPT_CACHE") or Path.home() / ".cache" / "maskopt")
 
 
+CACHE_VERSION = "ppl-v2"  # change when the text → windows → perplexity protocol changes
+
+
 class PerplexityCache:
     """Perplexities by (weights digest, text digest, window settings, device type, dtype): a dense model is
     evaluated once, not before every pruning run."""
@@ -92,7 +95,7 @@ class PerplexityCache:
         p = Path(text)
         text_id = file_digest(p) if p.is_file() else str(text)
         dtype = next(model.parameters()).dtype
-        return "|".join([tensor_digest(model.state_dict().items()), text_id, str(seqlen), str(max_windows),
+        return "|".join([CACHE_VERSION, tensor_digest(model.state_dict().items()), text_id, str(seqlen), str(max_windows),
                          torch.device(device).type if device is not None else "default", str(dtype)])
 
     def get(self, key: str) -> float | None:

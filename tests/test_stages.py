@@ -138,3 +138,10 @@ def test_refit_lowers_every_layer_error_and_keeps_masks():
     assert all(r.error <= r.info["error_before_refit"] * (1 + 1e-9) for r in rb.layers)
     for name, m in rb.masks.items():
         assert (b.get_submodule(name).weight[~m] == 0).all()
+
+
+def test_text_files_read_with_universal_newlines(tmp_path):
+    from maskopt.data import read_texts
+
+    (tmp_path / "crlf.txt").write_bytes(b"one\r\ntwo\rthree\n")
+    assert read_texts(tmp_path / "crlf.txt") == "one\ntwo\nthree\n"
