@@ -28,6 +28,7 @@ class Case:
     setup: Callable[[Path], list[str]]  # tmp folder → command line arguments
     before_load: bool = False  # the refusal comes before any model is loaded
     env: dict | None = None
+    when: str = "before any pruning work"  # for the README table when not before loading
 
 
 def _model(tmp: Path) -> Path:
@@ -107,6 +108,7 @@ def _stale(tmp: Path) -> list[str]:
     return _prune(tmp)
 
 
+CONFIG = "from the config, before any weight is read"
 LATIN1 = ("Größe Übermaß naïve café déjà vu " * 300).encode("latin-1")
 UTF16 = ("plain english text, but in UTF-16. " * 200).encode("utf-16")
 BINARY = bytes(range(256)) * 40
@@ -129,13 +131,15 @@ CASES = [
     Case("threads", "`--threads 0`", "--threads must be ≥ 1", lambda t: _prune(t, "--threads", "0"), True),
     Case("device-cuda", "`--device cuda` on a machine without CUDA", "no CUDA",
          lambda t: _prune(t, "--device", "cuda"), True),
-    Case("phi3", "a Phi-3 model (fused qkv_proj / gate_up_proj)", "unsupported architecture 'phi3'", _phi3),
-    Case("bert", "a BERT config (not a decoder family maskopt knows)", "unsupported architecture 'bert'", _bert),
+    Case("phi3", "a Phi-3 model (fused qkv_proj / gate_up_proj)", "unsupported architecture 'phi3'", _phi3,
+         when=CONFIG),
+    Case("bert", "a BERT config (not a decoder family maskopt knows)", "unsupported architecture 'bert'", _bert,
+         when=CONFIG),
     Case("remote-code", "a model folder whose `auto_map` points at its own Python files", "--trust-remote-code",
-         _remote_code),
+         _remote_code, when=CONFIG),
     Case("offline-name", "a bare model name that is no local folder, offline", "unreachable",
          lambda t: ["prune", "no-such-model-xyz", "--calib", str(_text(t)), "--out", str(t / "out")],
-         env={"HF_HUB_OFFLINE": "1"}),
+         env={"HF_HUB_OFFLINE": "1"}, when="at once (no hub retries)"),
     Case("seqlen-llama", "`--seqlen 128` on a Llama with a 64-token context", "exceeds the model's context of 64",
          lambda t: _prune(t, "--seqlen", "128")),
     Case("seqlen-gpt2", "`--seqlen 128` on a GPT-2 with 64 positions", "exceeds the model's context of 64",
@@ -242,8 +246,8 @@ def test_help_and_methods_are_complete():
 
 
 def markdown_table() -> str:
-    rows = ["| what the user does | what maskopt says (excerpt) | before loading the model |", "|---|---|:---:|"]
-    rows += [f"| {c.what} | {c.says} | {'yes' if c.before_load else ''} |" for c in CASES]
+    rows = ["| what the user does | what maskopt says (excerpt) | when |", "|---|---|---|"]
+    rows += [f"| {c.what} | {c.says} | {'before loading anything' if c.before_load else c.when} |" for c in CASES]
     return "\n".join(rows)
 
 
