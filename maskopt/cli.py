@@ -209,6 +209,10 @@ def methods() -> None:
         typer.echo(f"{name:12s} {opts}")
 
 
+from .train.cli import app as _train_app
+app.add_typer(_train_app, name="train")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
