@@ -115,3 +115,31 @@ def test_soup_of_differently_pruned_models_is_refused(trained):
         check_masks([a.state_dict(), b.state_dict()], [f"{n}" for n in wl.prunable(a)])
     with pytest.raises(ValueError, match="weight decay"):
         SMSConfig([0.5], retrain=3, copies=2, weight_decays=[0.0])
+
+
+class _NaNAfter(DigitsWorkload):
+    def __init__(self, after: int, **kw):
+        super().__init__(**kw)
+        self.after, self.calls = after, 0
+
+    def loss(self, model, batch):
+        self.calls += 1
+        out = super().loss(model, batch)
+        return out * float("nan") if self.calls > self.after else out
+
+
+def test_nonfinite_loss_in_a_copy_restores_the_last_soup(tmp_path):
+    from maskopt.train import LastGood, NonFiniteLossError, load_last_good
+
+    wl = _NaNAfter(10**9, hidden=(32,), epochs=3)
+    model = wl.build_model(0)
+    train_dense(model, wl, wl.default_schedule())
+    wl.after = wl.calls + 2 * 4 + 1  # phase 1: two copies × 4 steps; phase 2 fails in its first copy
+    guard = LastGood(tmp_path)
+    with pytest.raises(NonFiniteLossError, match="SMS phase 2 copy 0.*last good") as err:
+        run_sms(model, wl, SMSConfig([0.5, 0.7], retrain=4, copies=2, workers=0), guard=guard)
+    assert err.value.phase == 2
+    state, masks, info = load_last_good(tmp_path)
+    assert info["label"].startswith("SMS phase 1 soup")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k])
