@@ -64,6 +64,9 @@ def test_registered_method_as_pruning_step(trained):
     for w in wl.prunable(model).values():
         assert ((w == 0).sum(1) == w.shape[1] // 2).all()
     assert res["phases"][0]["measured_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    run_imp(model, wl, IMPConfig([0.75], retrain=2, pruner=Pruner("magnitude", pattern="2:8")))
+    for w in wl.prunable(model).values():  # N:M magnitude: 2 kept in every block of 8 inputs
+        assert bool(((w != 0).reshape(w.shape[0], -1, 8).sum(-1) <= 2).all())
 
 
 def test_bimp_uses_exactly_the_total_budget():

@@ -21,7 +21,12 @@ from .masking import Masks, apply_masks, current_masks, magnitude_masks
 
 @dataclass
 class Pruner:
-    """``method``: 'magnitude' (``scope`` global or layer) or a registered method name (``pattern``, ``options``)."""
+    """``method``: 'magnitude' or a registered method name (``options``).
+
+    Unstructured magnitude pruning uses ``scope`` ('global': one threshold over all prunable weights,
+    'layer': the same sparsity in every tensor); any other ``pattern`` ('per_row', 'N:M') and every other
+    method go through the registered method's per-layer solve.
+    """
 
     method: str = "magnitude"
     scope: str = "global"
@@ -38,7 +43,7 @@ class Pruner:
     def __call__(self, model: nn.Module, weights: Mapping[str, nn.Parameter], sparsity: float,
                  calibration: Callable[[], Any] | None = None) -> Masks:
         old = current_masks(weights)
-        if self.method == "magnitude":
+        if self.method == "magnitude" and self.pattern == "unstructured":
             new = magnitude_masks(weights, sparsity, self.scope)
             apply_masks(weights, new)
         else:
