@@ -100,3 +100,12 @@ def test_lm_workload_smoke(tmp_path):
     w = m.model.layers[0].mlp.up_proj.weight
     assert float((w == 0).float().mean()) == pytest.approx(0.6, abs=0.02)
     _run(["sfw", *lm, "--budget", "2", "--prune-at", "0.5", "--k", "0.5", "--width", "2"])
+
+
+def test_nonfinite_sfw_loss_keeps_the_initial_model(tmp_path):
+    out = _run(["sfw", *SMALL, "--budget", "3", "--lr", "1e30", "--rescale", "none", "-o", str(tmp_path / "s")], code=2)
+    assert "error:" in out and ("lr must lie in [0, 1]" in out)
+    out = _run(["imp", *SMALL, "--dense-budget", "5", "--lr", "1e30", "-o", str(tmp_path / "d")], code=2)
+    assert "loss became" in out
+    state, _, info = load_last_good(tmp_path / "d")
+    assert info["label"] == "initial model" and all(torch.isfinite(v).all() for v in state.values())

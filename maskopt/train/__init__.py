@@ -1,11 +1,12 @@
 """Sparsity through training: compression-aware Stochastic Frank-Wolfe, IMP with retraining schedules
 (FT, LRW, SLR, CLR, LLR, ALLR) and budgeted IMP, and Sparse Model Soups.
 
-    from maskopt.train import SFW, sfw_param_groups, IMPConfig, run_imp, SMSConfig, run_sms, DigitsWorkload
+    from maskopt.train import DigitsWorkload, IMPConfig, SMSConfig, run_imp, run_sms, train_dense
     wl = DigitsWorkload()
     model = wl.build_model()
     train_dense(model, wl, wl.default_schedule())
     run_imp(model, wl, IMPConfig(sparsities=[0.5, 0.75, 0.9], retrain="3ep", schedule="ALLR"))
+    run_sms(model, wl, SMSConfig(sparsities=[0.95], retrain="3ep", copies=3, soup="greedy"))
 """
 from .budget import Budget, split_budget
 from .checkpoint import LastGood, load_last_good

@@ -21,7 +21,10 @@ from .workloads.base import Workload
 
 def train_dense(model: nn.Module, workload: Workload, schedule: TrainSchedule, optimizer: OptimizerSpec | None = None,
                 *, seed: int = 0, guard: LastGood | None = None) -> dict[str, Any]:
-    """Train ``model`` for ``schedule.steps`` steps with lr ``schedule(t)``."""
+    """Train ``model`` for ``schedule.steps`` steps with lr ``schedule(t)`` (the initial state is the last good one
+    until training finishes)."""
+    if guard is not None and guard.state is None:
+        guard.save(model, label="initial model")
     opt = (optimizer or workload.default_optimizer()).build(model.parameters(), schedule(0))
     out = train_steps(model, workload, opt, schedule, schedule.steps, seed=seed, guard=guard, label="dense training")
     if guard is not None:
@@ -58,6 +61,8 @@ def train_sfw(model: nn.Module, workload: Workload, config: SFWConfig, budget: B
               guard: LastGood | None = None) -> dict[str, Any]:
     """Train ``model`` with SFW for the budget; the prunable weights get ``config.kind`` regions."""
     steps = Budget.parse(budget).steps(workload.steps_per_epoch())
+    if guard is not None and guard.state is None:
+        guard.save(model, label="initial model")
     names = set(workload.prunable(model))
     groups = sfw_param_groups(model.named_parameters(), config.kind, config.k, config.width, sparse_names=names)
     opt = SFW(groups, lr=config.lr, momentum=config.momentum,
