@@ -356,6 +356,10 @@ def _first_line(cls: type) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+from .train.cli import app as _train_app
+app.add_typer(_train_app, name="train")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
