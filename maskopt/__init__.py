@@ -12,7 +12,7 @@ from .solve.problem import LayerProblem, Solution
 
 
 def evaluate(model, tokenizer, texts, **kwargs):
-    """Perplexity per text file; see maskopt.evaluate.evaluate_texts."""
+    """Perplexity per text file; see maskopt.perplexity.evaluate_texts."""
     from .perplexity import evaluate_texts
 
     return evaluate_texts(model, tokenizer, texts, **kwargs)

@@ -15,6 +15,7 @@ import torch
 from .report import REPORT_JSON, write_json  # noqa: F401  (write_json re-exported for callers)
 
 MASKS_FILE = "maskopt_masks.safetensors"
+MARKER = ".maskopt-output"  # written into every folder maskopt creates: only such folders are ever replaced
 
 
 class OutputError(OSError):
@@ -30,8 +31,12 @@ def _tmp_prefix(out: Path) -> str:
 
 
 def is_maskopt_output(path: Path) -> bool:
-    """A folder that a maskopt run wrote (its report is there)."""
-    return (path / REPORT_JSON).is_file()
+    """A folder that a maskopt run wrote (its marker or its report is there)."""
+    return (path / MARKER).is_file() or (path / REPORT_JSON).is_file()
+
+
+def mark_output(path: Path) -> None:
+    (Path(path) / MARKER).write_text("written by maskopt; --overwrite may replace this folder\n")
 
 
 def check_output(out: str | Path | None, overwrite: bool) -> Path:
@@ -51,7 +56,8 @@ def check_output(out: str | Path | None, overwrite: bool) -> Path:
             raise OutputExistsError(f"output folder {out} exists; pass --overwrite to replace it")
         if not is_maskopt_output(out):
             raise OutputError(f"--overwrite refuses to replace {out}: it is not a maskopt output (no {REPORT_JSON} "
-                              "in it), so it may hold your own files. Remove it yourself or choose another --out")
+                              f"or {MARKER} in it), so it may hold your own files. Remove it yourself or choose "
+                              "another --out")
     parent = out.parent
     probe = parent
     while not probe.exists():
@@ -92,6 +98,7 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     try:
+        mark_output(tmp)
         yield tmp
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..io import atomic_dir, check_output, write_json
+from ..io import atomic_dir, check_output, mark_output, write_json
 from .budget import Budget
 from .checkpoint import LastGood
 from .dense import SFWConfig, oneshot_curve, train_dense, train_sfw
@@ -54,6 +54,7 @@ def prepare_out(out: str | Path | None, overwrite: bool) -> Path | None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    mark_output(out)
     return out
 
 

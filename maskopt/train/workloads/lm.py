@@ -103,7 +103,7 @@ class LMWorkload(Workload):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "test") -> float:
-        from ...evaluate import perplexity  # noqa: PLC0415
+        from ...perplexity import perplexity  # noqa: PLC0415
 
         was = model.training
         model.eval()
