@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .layer_math import quad_form_rows, residual_gram
 from .patterns import Pattern
 
 
@@ -108,15 +109,15 @@ def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: P
     mask = mask.clone().bool()
     rows, d = W.shape
     dev = W.device
-    C = (W * (~mask)) @ G
-    thresh = rtol * ((W @ G) * W).sum(1).clamp_min(torch.finfo(W.dtype).tiny)
+    C = residual_gram(W, G, mask)
+    thresh = rtol * quad_form_rows(W, G).clamp_min(torch.finfo(W.dtype).tiny)
     swaps = torch.zeros(rows, dtype=torch.long, device=dev)
     active = torch.arange(rows, device=dev)
     it = 0
     limit = max_iter if max_iter is not None else float("inf")
     while active.numel() and it < limit:
         if it and it % refresh == 0:
-            C[active] = (W[active] * (~mask[active])) @ G
+            C[active] = residual_gram(W[active], G, mask[active])
         Wa, Ca, Ma = W[active], C[active], mask[active]
         if pattern.kind == "nm":
             best, p, u = best_swaps_nm(Wa, G, Ca, Ma, pattern.m, mem_cap_bytes)

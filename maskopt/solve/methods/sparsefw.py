@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from ..fw import TopKLMO, frank_wolfe, get_step
+from ..layer_math import grad_from_residual_gram, residual_gram, value_from_residual_gram, work_dtype
 from ..problem import LayerProblem, Solution
 from .registry import register
 from .wanda import wanda_scores
@@ -71,8 +72,7 @@ class SparseFW:
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"sparsefw: alpha must be in [0, 1), got {self.alpha}")
         t0 = time.perf_counter()
-        dt = {"auto": torch.float64 if problem.dtype == torch.float64 else torch.float32,
-              "float32": torch.float32, "float64": torch.float64}[self.dtype]
+        dt = work_dtype(problem.dtype, self.dtype)
         pat, keep = problem.pattern, problem.keep
         W = problem.W.to(dt)
         G = problem.G.to(dtype=dt, device=W.device)
@@ -84,10 +84,9 @@ class SparseFW:
         res = frank_wolfe(W, G, lmo, m0, self.iterations, get_step(self.step), rowwise=pat.rowwise,
                           rtol=self.rtol)
         # certified bound over the full polytope (no fixings): gap w.r.t. the unrestricted LMO
-        WG = W @ G
-        RG = WG - (W * res.m) @ G
-        grad = -2 * W * RG
-        value_rows = ((W * (1 - res.m)) * RG).sum(1).double()
+        RG = residual_gram(W, G, res.m)
+        grad = grad_from_residual_gram(W, RG)
+        value_rows = value_from_residual_gram(W, res.m, RG).double()
         v = TopKLMO(pat, keep)(grad)
         full_gap_rows = (grad * (res.m - v)).sum(1).double()
         if pat.rowwise:

@@ -14,15 +14,10 @@ from typing import Any
 
 import torch
 
+from ..layer_math import work_dtype
 from ..problem import LayerProblem, Solution
 from ..swaps import swap_refine
 from .registry import get_method, register
-
-
-def _work_dtype(problem: LayerProblem, dtype: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float64 if problem.dtype == torch.float64 else torch.float32
-    return {"float32": torch.float32, "float64": torch.float64}[dtype]
 
 
 @register("sparseswaps")
@@ -51,7 +46,7 @@ class SparseSwaps:
         warm = get_method(self.warm_start, **warm_options).solve(problem)
         t_warm = time.perf_counter() - t0
         warm_error = problem.error(warm.mask)
-        dt = _work_dtype(problem, self.dtype)
+        dt = work_dtype(problem.dtype, self.dtype)
         W = problem.W.to(dt)
         G = problem.G.to(dtype=dt, device=W.device)
         max_iter = self.max_iter if self.max_iter is not None and self.max_iter > 0 else None
