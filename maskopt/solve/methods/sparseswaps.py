@@ -1,10 +1,14 @@
-"""SparseSwaps: exact best-improvement 1-swap refinement of a warm-start mask (see maskopt.swaps).
+"""SparseSwaps: exact best-improvement 1-swap refinement of a warm-start mask (see maskopt.solve.swaps).
 
 Needs a per-row or N:M pattern (swaps keep the counts; N:M swaps stay inside a block of M).
 The warm start is any registered method (Wanda by default; 'sparsefw', 'sparsegpt', 'ria', ...).
-The result is 1-swap optimal when every row converged and never worse than the warm start.
-Optional ``refit``: least-squares update of the kept weights (closed form from G), reported
-separately from the mask effect.
+Every iteration finds each row's exact best 1-swap by bound screening (``search='screened'``; the
+reference ``'exhaustive'`` evaluates every pair and gives the same pair) and applies up to
+``swaps_per_iter`` disjoint improving swaps with exactly computed change. A row stops when it is
+1-swap optimal (``rows_converged``) or when its best swap would lower the layer error by less than
+``tol`` / rows of it (``rows_stopped_early``; ``tol = 0`` runs every row to 1-swap optimality).
+The error never increases and is tracked exactly (float64). Optional ``refit``: least-squares update
+of the kept weights (closed form from G), reported separately from the mask effect.
 """
 from __future__ import annotations
 
@@ -12,11 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from ..layer_math import work_dtype
 from ..problem import LayerProblem, Solution
-from ..swaps import swap_refine
+from ..swaps import DEFAULT_SWAPS_PER_ITER, DEFAULT_TOL, memory_cap_bytes, swap_refine
 from .registry import get_method, register
 
 
@@ -25,9 +27,11 @@ from .registry import get_method, register
 class SparseSwaps:
     warm_start: str = "wanda"
     warm_options: dict[str, Any] = field(default_factory=dict)  # options of the warm-start method
-    max_iter: int | None = 100  # None (or ≤ 0): until no improving swap exists
-    rtol: float = 1e-10
-    mem_cap_mb: float = 256.0
+    max_iter: int | None = None  # None (or ≤ 0): until every row is 1-swap optimal or stopped by tol
+    tol: float = DEFAULT_TOL  # a row stops when its best Δ > −tol · (layer error / rows)
+    swaps_per_iter: int = DEFAULT_SWAPS_PER_ITER  # disjoint improving swaps applied per row and iteration
+    search: str = "screened"  # 'screened' (exact, bound screening) or 'exhaustive' (every pair)
+    mem_cap_mb: float | None = None  # cap on temporaries; None: a quarter of the free device memory
     refit: bool = False
     dtype: str = "auto"  # 'auto' (float64 if the problem is, else float32), 'float32', 'float64'
 
@@ -50,20 +54,30 @@ class SparseSwaps:
         W = problem.W.to(dt)
         G = problem.G.to(dtype=dt, device=W.device)
         max_iter = self.max_iter if self.max_iter is not None and self.max_iter > 0 else None
-        res = swap_refine(W, G, warm.mask, problem.pattern, problem.keep, max_iter,
-                          rtol=self.rtol, mem_cap_bytes=self.mem_cap_mb * 2**20)
+        cap = self.mem_cap_mb * 2**20 if self.mem_cap_mb is not None else memory_cap_bytes(W.device)
+        res = swap_refine(W, G, warm.mask, problem.pattern, problem.keep, max_iter, search=self.search,
+                          swaps_per_iter=self.swaps_per_iter, tol=self.tol, mem_cap_bytes=cap)
         mask = res.mask
         error = problem.error(mask)
-        if error > warm_error:  # rounding noise in low precision: never return worse than the warm start
-            mask, error = warm.mask.clone(), warm_error
+        tracked = float(res.errors.sum())
+        scale = warm_error + problem.dense_energy()
+        if error > warm_error + 1e-9 * scale or abs(error - tracked) > 1e-9 * scale:
+            raise RuntimeError(f"{problem.name}: swap refinement lost track of the error (warm {warm_error}, "
+                               f"tracked {tracked}, recomputed {error}); please report this")
         info = {
             "warm_start": self.warm_start,
             "warm_error": warm_error,
             "error": error,
             "swaps": int(res.swaps.sum()),
             "iterations": res.iterations,
-            "rows_converged": int(res.converged.sum()),
             "rows": problem.rows,
+            "rows_converged": int(res.converged.sum()),
+            "rows_stopped_early": int(res.stopped_early.sum()),
+            "rows_max_iter": problem.rows - int(res.converged.sum()) - int(res.stopped_early.sum()),
+            "tol": self.tol,
+            "search": self.search,
+            "pairs_examined": res.pairs_examined,
+            "pairs_total": res.pairs_total,
             "warm_seconds": t_warm,
             "swap_seconds": time.perf_counter() - t0 - t_warm,
         }
