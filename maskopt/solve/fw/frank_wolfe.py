@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from ..layer_math import grad_from_residual_gram, residual_gram, value_from_residual_gram
-from .steps import Agnostic
+from .steps import ExactLineSearch
 
 
 @dataclass
@@ -44,7 +44,7 @@ def frank_wolfe(
     G: torch.Tensor,
     lmo: Callable[[torch.Tensor], torch.Tensor],
     m0: torch.Tensor,
-    iterations: int = 2000,
+    iterations: int = 200,
     step: Callable | None = None,
     *,
     rowwise: bool = True,
@@ -60,7 +60,7 @@ def frank_wolfe(
     are per row; False for one constraint set over the whole matrix (unstructured).
     Stops early when Σ gap ≤ max(tol, rtol · Σ L(m)) (checked only when tol or rtol > 0).
     """
-    step = step if step is not None else Agnostic()
+    step = step if step is not None else ExactLineSearch()
     dtype, dev = W.dtype, W.device
     G = G.to(dtype=dtype, device=dev)
     WG = W @ G if WG is None else WG.to(dtype=dtype, device=dev)

@@ -43,6 +43,8 @@ from .registry import register
 from .wanda import wanda_scores
 
 DEFAULT_ALPHA = 0.5
+DEFAULT_ITERATIONS = 200
+DEFAULT_RTOL = 0.02
 SWAP_WARM_ALPHA = 0.25  # α when SparseFW warm-starts SparseSwaps (see the table above)
 
 
@@ -61,10 +63,10 @@ def round_topk(pattern, m: torch.Tensor, tiebreak: torch.Tensor, keep: int) -> t
 @register("sparsefw")
 @dataclass
 class SparseFW:
-    iterations: int = 2000
+    iterations: int = DEFAULT_ITERATIONS
     alpha: float = DEFAULT_ALPHA  # fraction of each group's budget fixed to the top Wanda scores
-    step: str = "agnostic"  # 'agnostic' (2/(t+2)) or 'exact' (closed-form line search)
-    rtol: float = 0.0  # stop when Σ gap ≤ rtol · L(m)
+    step: str = "exact"  # 'exact' (closed-form line search, monotone) or 'agnostic' (2/(t+3))
+    rtol: float = DEFAULT_RTOL  # stop when the relative FW gap Σ gap / L(m) ≤ rtol (0: run all iterations)
     keep_best: bool = True  # return the warm start (Wanda) mask if rounding made it worse
     dtype: str = "auto"  # 'auto' (float64 if the problem is, else float32), 'float32', 'float64'
 
