@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from bruteforce import brute_force, random_problem
-from maskopt.solve.fw import (Agnostic, ExactLineSearch, InfeasibleBounds, TopKLMO, frank_wolfe, quad_grad,
-                        quad_rows)
+from maskopt.solve.fw import Agnostic, ExactLineSearch, InfeasibleBounds, TopKLMO, frank_wolfe
+from maskopt.solve.layer_math import quad_grad, quad_rows
 from maskopt.solve.patterns import Pattern
 
 PATTERNS = ["per_row", "2:4", "unstructured"]

@@ -40,7 +40,7 @@ def test_converged_relaxation_below_optimum(pattern):
     rows, d = (2, 5) if pattern == "unstructured" else (3, 12)
     W, G = random_problem(rows, d, 11)
     pr = LayerProblem(W, G, pattern, 0.5)
-    sol = get_method("sparsefw", iterations=3000, alpha=0.0, step="exact").solve(pr)
+    sol = get_method("sparsefw", iterations=3000, alpha=0.0, step="exact", rtol=0.0).solve(pr)
     opt, _ = brute_force(W, G, pr.pattern, pr.keep)
     assert sol.info["relaxed_value"] <= opt + 1e-9
     assert sol.info["lower_bound"] <= sol.info["relaxed_value"] + 1e-9
@@ -52,8 +52,8 @@ def test_converged_relaxation_below_optimum(pattern):
 def test_counts_fixings_determinism(pattern, sparsity):
     W, G = random_problem(16, 32, 4, dtype=torch.float32)
     pr = LayerProblem(W, G, pattern, sparsity)
-    a = get_method("sparsefw", iterations=100, alpha=0.5).solve(pr)
-    b = get_method("sparsefw", iterations=100, alpha=0.5).solve(pr)
+    a = get_method("sparsefw", iterations=100, alpha=0.5, rtol=0.0).solve(pr)
+    b = get_method("sparsefw", iterations=100, alpha=0.5, rtol=0.0).solve(pr)
     assert pr.is_feasible(a.mask) and torch.equal(a.mask, b.mask)
     fixed = pr.pattern.topk_mask(wanda_scores(pr), int(0.5 * pr.keep))
     assert bool(a.mask[fixed].all())  # the top-αk Wanda entries are always kept
@@ -72,3 +72,38 @@ def test_bad_alpha():
     W, G = random_problem(2, 8, 0)
     with pytest.raises(ValueError, match="alpha"):
         get_method("sparsefw", alpha=1.0).solve(LayerProblem(W, G, "per_row", 0.5))
+
+
+@pytest.mark.parametrize("pattern", ["per_row", "2:4", "unstructured"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_first_step_keeps_warm_start(pattern, alpha):
+    """The defaults never throw the Wanda warm start away: after one step L(m_1) ≤ L(Wanda)."""
+    rows, d = (3, 8) if pattern == "unstructured" else (12, 16)
+    W, G = random_problem(rows, d, 21)
+    pr = LayerProblem(W, G, pattern, 0.5)
+    one = get_method("sparsefw", iterations=1, alpha=alpha, keep_best=False).solve(pr)
+    assert one.info["iterations"] == 1
+    assert one.info["relaxed_value"] <= one.info["warm_error"] * (1 + 1e-12)
+    many = get_method("sparsefw", alpha=alpha, keep_best=False, rtol=0.0, iterations=50).solve(pr)
+    assert many.info["relaxed_value"] <= one.info["relaxed_value"] * (1 + 1e-12)  # exact line search: monotone
+
+
+def test_agnostic_first_step_is_not_the_vertex():
+    from maskopt.solve.fw import Agnostic, TopKLMO, frank_wolfe
+
+    W, G = random_problem(6, 16, 5)
+    pr = LayerProblem(W, G, "per_row", 0.5)
+    m0 = get_method("wanda").solve(pr).mask
+    lmo = TopKLMO(pr.pattern, pr.keep)
+    res = frank_wolfe(W, G, lmo, m0, 1, Agnostic(), rowwise=True)
+    # m_1 = m_0 + γ (v − m_0) with γ = 2/3: the warm start keeps weight 1/3
+    vals = set(round(float(x), 9) for x in res.m.unique())
+    assert vals <= {0.0, round(1 / 3, 9), round(2 / 3, 9), 1.0} and round(1 / 3, 9) in vals
+
+
+def test_relative_gap_stop():
+    W, G = random_problem(8, 16, 6)
+    pr = LayerProblem(W, G, "per_row", 0.5)
+    sol = get_method("sparsefw", iterations=5000, rtol=0.05).solve(pr)
+    assert sol.info["iterations"] < 5000
+    assert sol.info["gap"] <= 0.05 * sol.info["relaxed_value"] * (1 + 1e-9)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from ..solve.layer_math import quad_form_rows
+
 
 def row_objective(W: torch.Tensor, G: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """f_i(w_i) = w_iᵀ G w_i − 2 w_iᵀ b_i per row (float64); ‖y_i − w_i X‖² up to a constant."""
     W, G, B = W.double(), G.double(), B.double()
-    return ((W @ G) * W).sum(1) - 2 * (W * B).sum(1)
+    return quad_form_rows(W, G) - 2 * (W * B).sum(1)
 
 
 def masked_lstsq(

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from . import layer_math
 from .patterns import Pattern
 
 
@@ -77,18 +78,17 @@ class LayerProblem:
 
     # ---- objective -----------------------------------------------------------------------
     def row_errors(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-row error (float64): Σ over rows of (w_i − ŵ_i)ᵀ G (w_i − ŵ_i), ŵ = mask ⊙ weight."""
-        new = (weight if weight is not None else self.W).to(torch.float64) * mask.to(torch.float64)
-        r = self.W.to(torch.float64) - new
-        return ((r @ self.G.to(torch.float64)) * r).sum(1)
+        """Per-row error (float64): (w_i − ŵ_i)ᵀ G (w_i − ŵ_i), ŵ = mask ⊙ weight (see layer_math.row_errors)."""
+        W64 = self.W.to(torch.float64)
+        w = weight.to(torch.float64) if weight is not None else None
+        return layer_math.row_errors(W64, self.G.to(torch.float64), mask, w)
 
     def error(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> float:
         """err(M) = Σ_i r_iᵀ G r_i, optionally with updated kept weights ``weight``."""
         return float(self.row_errors(mask, weight).sum())
 
     def dense_energy(self) -> float:
-        W = self.W.to(torch.float64)
-        return float(((W @ self.G.to(torch.float64)) * W).sum())
+        return float(layer_math.quad_form_rows(self.W.to(torch.float64), self.G.to(torch.float64)).sum())
 
     def relative_error(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> float:
         e = self.dense_energy()

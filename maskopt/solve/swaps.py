@@ -1,46 +1,143 @@
 """Exact 1-swap refinement of a mask, all rows in parallel (pure tensor functions).
 
-Per row, with r = w ⊙ (1 − m) the pruned part and c = G r, swapping p (pruned → kept) with
-u (kept → pruned) changes the error r ᵀ G r by
+Per row, with w the weights, r = w ⊙ (1 − m) the pruned part and c = G r, swapping p (pruned → kept)
+with u (kept → pruned) changes the error rᵀ G r by
 
-    Δ(p, u) = w_p² G_pp − 2 w_p c_p + w_u² G_uu + 2 w_u c_u − 2 w_p w_u G_pu,
+    Δ(p, u) = a_p + b_u − 2 w_p w_u G_pu,   a_p = w_p² G_pp − 2 w_p c_p,   b_u = w_u² G_uu + 2 w_u c_u,
 
-and afterwards c ← c − w_p G[:, p] + w_u G[:, u]. Each iteration applies the best pair of every
-row whose Δ is negative; a row stops when no swap improves it. Per-row patterns search all
-(pruned, kept) pairs of the row; N:M searches pairs inside each block of M only.
+and afterwards c ← c − w_p G[:, p] + w_u G[:, u]. Only c changes between iterations.
+
+**Screened search (exact).** Let ρ_j = max_{v≠j} |G_jv| / √(G_jj G_vv) and h_j = √(ρ_j G_jj); then
+|G_pu| ≤ min(ρ_p, ρ_u) √(G_pp G_uu) ≤ h_p h_u for every p ≠ u (this uses only the entries of G, not
+that G is PSD). With σ_j = |w_j| h_j and 2σ_pσ_u ≤ σ_p² + σ_u² (AM-GM):
+
+    Δ(p, u) ≥ (a_p − σ_p²) + (b_u − σ_u²) =: α_p + β_u.
+
+The bound is separable, so all pairs with α_p + β_u ≤ τ form a staircase of the two sorted lists:
+for the j-th smallest α, the β's below τ − α_j are a prefix (one ``searchsorted``). A probe of the
+16 × 16 pairs with the smallest α and β gives τ (the best Δ seen); Δ is evaluated exactly on the
+staircase only (tiles of 4 consecutive p's sharing the longest prefix; about 0.5–2 % of the
+(d − k)·k pairs on SmolLM2 layers, see bench/results/swaps_speed.md), so the returned pair is the
+exact minimizer of the same Δ formula, with the same operation order and tie rule (smallest p, then
+u), as the exhaustive search. α and β are deflated by 16·eps·(|a| + 2σ²) (resp. b) so that rounding
+can never screen out a pair whose computed Δ is ≤ τ.
+
+**Several swaps per iteration.** From the examined pairs, every p keeps its best u and a few rounds
+of matching (a pair is taken when it is the best of its u) give disjoint candidates, the row's best
+pair first. They are applied greedily: candidate j is taken when it shares no index with an accepted
+swap and its exact change given the accepted ones, Δ_j + Σ_l 2 δ_lᵀ G δ_j (δ = −w_p e_p + w_u e_u),
+is below −threshold. Every accepted Δ is recomputed in float64 from a float64 c, so the tracked error
+is exact and never increases.
+
+**Thresholds.** In working precision with unit roundoff ε the computed Δ(p, u) is off by at most
+≈ 2ε(s_p + s_u + √e)² (s_j = |w_j|√G_jj, |c_p| ≤ √G_pp √e by Cauchy–Schwarz, e the row error), so
+changes above −noise_i = −4ε(2 max_j s_j + √e_i)² are indistinguishable from zero: a row whose best
+Δ ≥ −noise_i is 1-swap optimal ("converged"). A row also stops ("stopped early") when its best
+Δ > −tol · ē, ē = (Σ errors of the rows passed in) / rows: the swap would lower the layer error by
+less than tol / rows of it. Swaps are accepted when Δ < −max(noise_i, tol · ē).
+
+Per-row patterns search all (pruned, kept) pairs of the row; N:M searches pairs inside each block
+of M (exhaustively: that is only M·d pairs per row) and applies the best pairs of several blocks.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
+from .layer_math import residual
 from .patterns import Pattern
 
+DEFAULT_TOL = 1e-4
+DEFAULT_SWAPS_PER_ITER = 8
+_NOISE_FACTOR = 4.0  # noise_i = 4 ε (2 max_j s_j + √e_i)²
+_DEFLATE = 16.0  # screening slack: 16 ε per term
+_BYTES_PER_CANDIDATE = 400  # per staircase segment (one u × GROUP p's): indices, G entries, Δ
+_BYTES_PER_ROW_ELEM = 160  # (rows × d) temporaries of one chunk (sorts, keys, counts)
+_CANDIDATES_PER_SWAP = 2  # candidates offered to the greedy acceptance per swap allowed
+_GROUP = 4  # the staircase is enumerated in tiles of 4 consecutive p's (sorted by α)
 
-def swap_delta(w: torch.Tensor, G: torch.Tensor, c: torch.Tensor, p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Δ(p, u) per row for index tensors p, u of shape (rows,) (p pruned, u kept)."""
-    rows = torch.arange(w.shape[0], device=w.device)
-    wp, wu = w[rows, p], w[rows, u]
-    return (wp * wp * G[p, p] - 2 * wp * c[rows, p] + wu * wu * G[u, u] + 2 * wu * c[rows, u]
+
+# ---- memory -------------------------------------------------------------------------------------
+def memory_cap_bytes(device: torch.device | str, fraction: float = 0.25) -> float:
+    """A budget for temporaries: ``fraction`` of the memory free on ``device`` now.
+
+    CUDA: ``torch.cuda.mem_get_info`` (free bytes); CPU: MemAvailable of /proc/meminfo, or psutil's
+    ``virtual_memory().available`` where /proc is absent. Raises when neither is available (pass an
+    explicit cap then).
+    """
+    device = torch.device(device)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return fraction * free
+    if device.type != "cpu":
+        raise ValueError(f"no free-memory query for device {device}; pass mem_cap_mb explicitly")
+    if os.path.exists("/proc/meminfo"):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return fraction * int(line.split()[1]) * 1024
+    try:
+        import psutil  # noqa: PLC0415
+    except ImportError:
+        raise RuntimeError("cannot read the free memory (no /proc/meminfo, no psutil); pass mem_cap_mb") from None
+    return fraction * psutil.virtual_memory().available
+
+
+def _chunk_rows(bytes_per_row: int, mem_cap_bytes: float) -> int:
+    """Rows per chunk so that the chunk's temporaries stay under the cap (at least one row)."""
+    return max(1, int(mem_cap_bytes // max(1, bytes_per_row)))
+
+
+# ---- the change of one swap ---------------------------------------------------------------------
+def swap_costs(W: torch.Tensor, gd: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) of Δ(p, u) = a_p + b_u − 2 w_p w_u G_pu: a = W² diag(G) − 2 W ⊙ C, b = W² diag(G) + 2 W ⊙ C."""
+    s2 = W * W * gd
+    wc = 2 * W * C
+    return s2 - wc, s2 + wc
+
+
+def swap_delta(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Δ(p, u) per row for index tensors p, u of shape (rows,) (p pruned, u kept), in W's dtype."""
+    rows = torch.arange(W.shape[0], device=W.device)
+    wp, wu = W[rows, p], W[rows, u]
+    return (wp * wp * G[p, p] - 2 * wp * C[rows, p] + wu * wu * G[u, u] + 2 * wu * C[rows, u]
             - 2 * wp * wu * G[p, u])
 
 
-def _chunk_rows(pairs_per_row: int, itemsize: int, mem_cap_bytes: float) -> int:
-    """Rows per chunk so that the (chunk × pairs) temporaries (≈3 live copies) stay under the cap."""
-    return max(1, int(mem_cap_bytes // max(1, 3 * pairs_per_row * itemsize)))
+def pair_bound_factors(G: torch.Tensor) -> torch.Tensor:
+    """h (d,) with |G_pu| ≤ h_p h_u for all p ≠ u: h_j = √(ρ_j D_j), ρ_j = max_{v≠j} |G_jv| / √(D_j D_v).
+
+    D = diag(G) clamped to a tiny positive floor (a zero diagonal keeps the bound valid, only loose).
+    Computed in float64 from the entries of G (symmetrized by max(|G_jv|, |G_vj|)) and rounded up by
+    a few ulps of G's dtype, so the inequality holds for the stored G exactly.
+    """
+    G64 = G.to(torch.float64)
+    A = torch.maximum(G64.abs(), G64.abs().T)
+    dg = G64.diagonal()
+    floor = max(float(dg.abs().max()) if dg.numel() else 0.0, 1e-300) * 1e-30
+    D = dg.clamp_min(floor)
+    sq = D.sqrt()
+    ratio = A / sq[:, None] / sq[None, :]
+    ratio.fill_diagonal_(0.0)
+    rho = ratio.max(1).values if G.shape[0] > 1 else torch.zeros_like(D)
+    h = (rho * D).sqrt() * (1 + 8 * torch.finfo(G.dtype).eps)
+    return h.to(G.dtype)
 
 
+# ---- exhaustive searches (reference) --------------------------------------------------------------
 def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: torch.Tensor, keep: int,
                        mem_cap_bytes: float = 256e6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Δ_best, p, u) per row over all pruned p × kept u of the row (each row keeps ``keep``).
+    """(Δ_best, p, u) per row over all pruned p × kept u of the row (each row keeps ``keep``): exhaustive.
 
-    The pair search gathers the (d−k) × k block G[P_i, K_i] per row, in row chunks under the cap.
+    Gathers the (d−k) × k block G[P_i, K_i] per row, in row chunks under the cap. Ties go to the
+    smallest p, then the smallest u. Rows without a pair get Δ = +inf.
     """
     rows, d = W.shape
-    gd = G.diagonal()
-    A = W * W * gd - 2 * W * C  # cost part of reviving p
-    B = W * W * gd + 2 * W * C  # cost part of pruning u
+    A, B = swap_costs(W, G.diagonal(), C)
     order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)
     K, P = order[:, :keep], order[:, keep:]
     nk, np_ = keep, d - keep
@@ -49,7 +146,7 @@ def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: 
     bu = torch.zeros(rows, dtype=torch.long, device=W.device)
     if nk == 0 or np_ == 0:
         return best, bp, bu
-    step = _chunk_rows(nk * np_, W.element_size(), mem_cap_bytes)
+    step = _chunk_rows(3 * nk * np_ * W.element_size(), mem_cap_bytes)
     for s in range(0, rows, step):
         Pi, Ki = P[s : s + step], K[s : s + step]
         w = W[s : s + step]
@@ -57,7 +154,7 @@ def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: 
         delta = G[Pi[:, :, None], Ki[:, None, :]]  # (b, np, nk)
         delta.mul_(wP[:, :, None]).mul_(wK[:, None, :]).mul_(-2)
         delta.add_(A[s : s + step].gather(1, Pi)[:, :, None]).add_(B[s : s + step].gather(1, Ki)[:, None, :])
-        val, idx = delta.reshape(delta.shape[0], -1).min(1)
+        val, idx = delta.reshape(delta.shape[0], -1).min(1)  # documented: index of the first minimum
         best[s : s + step] = val
         bp[s : s + step] = Pi.gather(1, (idx // nk)[:, None])[:, 0]
         bu[s : s + step] = Ki.gather(1, (idx % nk)[:, None])[:, 0]
@@ -65,73 +162,390 @@ def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: 
 
 
 def best_swaps_nm(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: torch.Tensor, m: int,
-                  mem_cap_bytes: float = 256e6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Δ_best, p, u) per row over pairs inside the same block of ``m`` consecutive inputs."""
+                  mem_cap_bytes: float = 256e6, top: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Δ, p, u) of shape (rows, top): the best pair of the ``top`` best blocks of ``m`` consecutive inputs.
+
+    Exhaustive within every block (m² pairs, invalid ones at +inf); blocks are ranked by their best Δ
+    (stable: ties to the lower block, and inside a block to the smaller p, then u). Column 0 is the
+    row's best 1-swap. Pairs of different blocks share no index.
+    """
     rows, d = W.shape
     nb = d // m
-    gd = G.diagonal()
-    A = (W * W * gd - 2 * W * C).masked_fill(mask, float("inf"))
-    B = (W * W * gd + 2 * W * C).masked_fill(~mask, float("inf"))
+    top = min(top, nb)
+    A, B = swap_costs(W, G.diagonal(), C)
+    A = A.masked_fill(mask, float("inf"))
+    B = B.masked_fill(~mask, float("inf"))
     blk = torch.arange(d, device=W.device).reshape(nb, m)
     Gb = G[blk[:, :, None], blk[:, None, :]]  # (nb, m, m) diagonal blocks
-    best = torch.empty(rows, dtype=W.dtype, device=W.device)
-    flat_idx = torch.empty(rows, dtype=torch.long, device=W.device)
-    step = _chunk_rows(nb * m * m, W.element_size(), mem_cap_bytes)
+    best = torch.empty(rows, top, dtype=W.dtype, device=W.device)
+    pp = torch.empty(rows, top, dtype=torch.long, device=W.device)
+    uu = torch.empty(rows, top, dtype=torch.long, device=W.device)
+    step = _chunk_rows(4 * nb * m * m * W.element_size(), mem_cap_bytes)
     for s in range(0, rows, step):
         w = W[s : s + step].reshape(-1, nb, m)
-        delta = w[:, :, :, None] * Gb[None] * w[:, :, None, :] * -2  # (b, nb, m_p, m_u)
+        delta = (w[:, :, :, None] * Gb[None]) * w[:, :, None, :] * -2  # (b, nb, m_p, m_u)
         delta.add_(A[s : s + step].reshape(-1, nb, m)[:, :, :, None]).add_(B[s : s + step].reshape(-1, nb, m)[:, :, None, :])
-        best[s : s + step], flat_idx[s : s + step] = delta.reshape(delta.shape[0], -1).min(1)
-    b, rest = flat_idx // (m * m), flat_idx % (m * m)
-    return best, b * m + rest // m, b * m + rest % m
+        val, idx = delta.reshape(-1, m * m).min(1)  # index of the first minimum inside the block
+        val, idx = val.reshape(-1, nb), idx.reshape(-1, nb)
+        order = torch.sort(val, dim=1, stable=True).indices[:, :top]
+        best[s : s + step] = val.gather(1, order)
+        rest = idx.gather(1, order)
+        pp[s : s + step] = order * m + rest // m
+        uu[s : s + step] = order * m + rest % m
+    return best, pp, uu
 
 
+# ---- screened exact search ----------------------------------------------------------------------------
+@dataclass
+class SearchStats:
+    """Work counters of the screened search (pairs whose Δ was evaluated exactly, and all pairs)."""
+
+    examined: int = 0
+    total: int = 0
+
+    def add(self, other: "SearchStats") -> None:
+        self.examined += other.examined
+        self.total += other.total
+
+
+def screened_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: torch.Tensor, keep: int,
+                           h: torch.Tensor | None = None, tau: torch.Tensor | None = None, *, top: int = 1,
+                           probe: int = 16, mem_cap_bytes: float = 256e6,
+                           stats: SearchStats | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact best 1-swaps per row by bound screening: (Δ, p, u), each of shape (rows, top).
+
+    Column 0 is the exact minimizer of Δ over all (pruned p, kept u) pairs of the row (ties to the
+    smallest p, then u, as in ``best_swaps_per_row``) whenever that minimum is ≤ ``tau`` (per row,
+    default +inf: always); rows with no pair ≤ tau get Δ = +inf. Further columns are the next best
+    pairs ≤ tau among those examined (the staircase and the ``probe`` × ``probe`` pairs of smallest α
+    and β; every pair with Δ ≤ min(tau, best probe Δ) is examined), +inf padded.
+    ``h``: ``pair_bound_factors(G)`` (computed if not given).
+    """
+    rows, d = W.shape
+    dev, dt = W.device, W.dtype
+    inf = float("inf")
+    out_d = torch.full((rows, top), inf, dtype=dt, device=dev)
+    out_p = torch.zeros(rows, top, dtype=torch.long, device=dev)
+    out_u = torch.zeros(rows, top, dtype=torch.long, device=dev)
+    nk, np_ = keep, d - keep
+    if rows == 0 or nk == 0 or np_ == 0:
+        return out_d, out_p, out_u
+    if h is None:
+        h = pair_bound_factors(G)
+    if tau is None:
+        tau = torch.full((rows,), inf, dtype=dt, device=dev)
+    gd = G.diagonal()
+    eps = torch.finfo(dt).eps
+    q_p, q_u = min(probe, np_), min(probe, nk)
+    Gflat = G.reshape(-1)
+    step = _chunk_rows(_BYTES_PER_ROW_ELEM * d, mem_cap_bytes)
+    max_cand = max(1, int(mem_cap_bytes // _BYTES_PER_CANDIDATE))
+    st = SearchStats(total=rows * nk * np_)
+    for s in range(0, rows, step):
+        w, c, msk = W[s : s + step], C[s : s + step], mask[s : s + step]
+        a, b = swap_costs(w, gd, c)
+        sig2 = (w.abs() * h).square()
+        al = a - sig2 - _DEFLATE * eps * (a.abs() + 2 * sig2)
+        be = b - sig2 - _DEFLATE * eps * (b.abs() + 2 * sig2)
+        # compact the pruned / kept columns of every row (each row has exactly np_ / nk), then sort
+        cols = torch.arange(d, device=dev).expand(w.shape[0], -1)
+        pa0, ub0 = cols[~msk].view(-1, np_), cols[msk].view(-1, nk)
+        al_s, o = torch.sort(al[~msk].view(-1, np_), dim=1)
+        pa = pa0.gather(1, o)
+        be_s, o = torch.sort(be[msk].view(-1, nk), dim=1)
+        ub = ub0.gather(1, o)
+        # probe: exact Δ on the q_p × q_u pairs with the smallest α and β
+        pp = pa[:, :q_p, None].expand(-1, q_p, q_u).reshape(w.shape[0], -1)
+        uu = ub[:, None, :q_u].expand(-1, q_p, q_u).reshape(w.shape[0], -1)
+        dprobe = _pair_delta(w, a, b, Gflat, d, pp, uu)
+        t = torch.minimum(tau[s : s + step], dprobe.min(1).values)
+        # candidates worth returning: Δ ≤ cut = min(tau, the top-th best probe Δ) (always ≥ the best Δ)
+        cut = torch.minimum(tau[s : s + step], dprobe.kthvalue(min(top, q_p * q_u), dim=1).values)
+        # staircase: for the j-th smallest α, the β's ≤ t − α_j (a prefix of the sorted β), enumerated
+        # in groups of GROUP consecutive p's that share the prefix of their first (longest) member
+        L = torch.searchsorted(be_s, (t[:, None] - al_s), right=True)  # (b, np)
+        Lg = L[:, ::_GROUP]  # (b, ng)
+        # probe pairs outside the enumerated tiles (inside ones are enumerated again below)
+        jg = torch.arange(q_p, device=dev) // _GROUP
+        outside = (torch.arange(q_u, device=dev)[None, None, :] >= Lg[:, jg, None]).reshape(w.shape[0], -1)
+        probe_ok = outside & (dprobe <= cut[:, None])
+        counts = Lg.sum(1).tolist()  # one host sync per chunk: sizes of the ragged candidate lists
+        st.examined += _GROUP * sum(counts) + int(outside.sum())
+        r0 = 0
+        while r0 < w.shape[0]:  # sub-chunks of rows whose candidate lists fit the cap
+            r1, n = r0, 0
+            while r1 < w.shape[0] and (r1 == r0 or n + counts[r1] <= max_cand):
+                n += counts[r1]
+                r1 += 1
+            ri, pi, ui, dv = _staircase(w[r0:r1], a[r0:r1], b[r0:r1], Gflat, d, Lg[r0:r1], pa[r0:r1],
+                                        ub[r0:r1], n, cut[r0:r1])
+            pr_r, pr_c = probe_ok[r0:r1].nonzero(as_tuple=True)
+            ri = torch.cat([ri, pr_r])
+            pi = torch.cat([pi, pp[r0:r1][pr_r, pr_c]])
+            ui = torch.cat([ui, uu[r0:r1][pr_r, pr_c]])
+            dv = torch.cat([dv, dprobe[r0:r1][pr_r, pr_c]])
+            bd, bp, bu = _top_per_row(ri, pi, ui, dv, r1 - r0, top, d)
+            out_d[s + r0 : s + r1], out_p[s + r0 : s + r1], out_u[s + r0 : s + r1] = bd, bp, bu
+            r0 = r1
+    if stats is not None:
+        stats.add(st)
+    return out_d, out_p, out_u
+
+
+def _pair_delta(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, Gflat: torch.Tensor, d: int,
+                p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Δ for index tensors p, u of shape (rows, n); same operation order as the exhaustive search."""
+    g = Gflat[p * d + u]
+    return ((g * w.gather(1, p)) * w.gather(1, u) * -2 + a.gather(1, p)) + b.gather(1, u)
+
+
+def _staircase(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, Gflat: torch.Tensor, d: int, Lg: torch.Tensor,
+               pa: torch.Tensor, ub: torch.Tensor, n: int, cut: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Exact Δ on the tiles {(i, g, r, k): r < Lg[i, g], k < GROUP}, pairing p = pa[i, g·GROUP + k] with
+    u = ub[i, r]; returns the (row, p, u, Δ) entries with Δ ≤ cut[row] (flat). ``n`` = Σ Lg.
+
+    The u side is gathered once per (i, g, r) (flat position = list position + offset of the segment),
+    the p side as contiguous rows of GROUP per segment; only G is gathered per pair.
+    """
+    nr, np_ = pa.shape
+    nk = ub.shape[1]
+    ng = Lg.shape[1]
+    dev, dt = w.device, w.dtype
+    pad = ng * _GROUP - np_
+    wP, aP = w.gather(1, pa), a.gather(1, pa)
+    if pad:
+        pa = torch.cat([pa, pa[:, :1].expand(-1, pad)], 1)
+        wP = torch.cat([wP, wP.new_zeros(nr, pad)], 1)
+        aP = torch.cat([aP, aP.new_full((nr, pad), float("inf"))], 1)  # padded p's never qualify
+    pa3 = pa.reshape(nr * ng, _GROUP)
+    wP3, aP3, pd3 = wP.reshape(nr * ng, _GROUP), aP.reshape(nr * ng, _GROUP), pa3 * d
+    flatL = Lg.reshape(-1)
+    seg = torch.repeat_interleave(torch.arange(nr * ng, device=dev), flatL, output_size=n)
+    rows_g = torch.arange(nr, device=dev).repeat_interleave(ng)
+    off = rows_g * nk - (torch.cumsum(flatL, 0) - flatL)  # flat u position = list position + off[segment]
+    uidx = torch.arange(n, device=dev).add_(off[seg])
+    ui = ub.reshape(-1)[uidx]
+    wK = w.gather(1, ub).reshape(-1)[uidx]
+    bK = b.gather(1, ub).reshape(-1)[uidx]
+    g = Gflat[pd3.index_select(0, seg).add_(ui[:, None])]  # (n, GROUP)
+    dv = g.mul_(wP3.index_select(0, seg)).mul_(wK[:, None]).mul_(-2).add_(aP3.index_select(0, seg)).add_(bK[:, None])
+    ci = cut[rows_g[seg]]
+    e, k = (dv <= ci[:, None]).nonzero(as_tuple=True)
+    sg = seg[e]
+    return rows_g[sg], pa3[sg, k], ui[e], dv[e, k]
+
+
+def _argmin_by(key: torch.Tensor, dv: torch.Tensor, other: torch.Tensor, size: int, fill: int) -> torch.Tensor:
+    """Boolean: entry is the minimum of its ``key`` group by (Δ, then smallest ``other``)."""
+    best = torch.full((size,), float("inf"), dtype=dv.dtype, device=dv.device).scatter_reduce_(0, key, dv, "amin")
+    on = dv == best[key]
+    lo = torch.full((size,), fill, dtype=other.dtype, device=dv.device)
+    lo.scatter_reduce_(0, key[on], other[on], "amin")
+    return on & (other == lo[key])
+
+
+def _top_per_row(ri: torch.Tensor, pi: torch.Tensor, ui: torch.Tensor, dv: torch.Tensor, nr: int, top: int,
+                 d: int, rounds: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row, up to ``top`` pairwise disjoint candidates of a flat list (every pair at most once), by Δ.
+
+    Every p keeps its best u (ties: smaller u); then a few rounds of matching: a pair is taken when it
+    is the best of its u (ties: smaller p); pairs touching a taken index leave. The row's best
+    pair (ties: smaller p, then u) is taken in round one, so column 0 is the exact best of the list.
+    Output sorted by (Δ, p, u), +inf padded.
+    """
+    dev = dv.device
+    out_d = torch.full((nr, top), float("inf"), dtype=dv.dtype, device=dev)
+    out_p = torch.zeros(nr, top, dtype=torch.long, device=dev)
+    out_u = torch.zeros(nr, top, dtype=torch.long, device=dev)
+    taken_r, taken_p, taken_u, taken_d = [], [], [], []
+    if dv.numel():  # every p offers its best u only (the row's best pair survives this)
+        on = _argmin_by(ri * d + pi, dv, ui, nr * d, d)
+        ri, pi, ui, dv = ri[on], pi[on], ui[on], dv[on]
+    for rnd in range(rounds if top > 1 else 1):
+        if dv.numel() == 0:
+            break
+        rp, ru = ri * d + pi, ri * d + ui
+        mutual = _argmin_by(ru, dv, pi, nr * d, d)
+        taken_r.append(ri[mutual]), taken_p.append(pi[mutual]), taken_u.append(ui[mutual]), taken_d.append(dv[mutual])
+        if rnd + 1 == rounds:
+            break
+        used = torch.zeros(nr * d, dtype=torch.bool, device=dev)
+        used[rp[mutual]] = True
+        used[ru[mutual]] = True
+        stay = ~(used[rp] | used[ru])
+        ri, pi, ui, dv = ri[stay], pi[stay], ui[stay], dv[stay]
+    if not taken_d:
+        return out_d, out_p, out_u
+    ri, pi, ui, dv = torch.cat(taken_r), torch.cat(taken_p), torch.cat(taken_u), torch.cat(taken_d)
+    key = (ri * d + pi) * d + ui
+    key, o = torch.sort(key)  # by row, then p, then u
+    dv, ri = dv[o], ri[o]
+    o = torch.sort(dv, stable=True).indices  # by Δ, ties keep the (p, u) order
+    o = o[torch.sort(ri[o], stable=True).indices]  # then group by row
+    key, dv, ri = key[o], dv[o], ri[o]
+    cnt = torch.bincount(ri, minlength=nr)
+    start = torch.cumsum(cnt, 0) - cnt
+    rank = torch.arange(ri.numel(), device=dev) - start[ri]
+    sel = rank < top
+    ri, rank, key, dv = ri[sel], rank[sel], key[sel], dv[sel]
+    out_d[ri, rank] = dv
+    out_p[ri, rank] = (key // d) % d
+    out_u[ri, rank] = key % d
+    return out_d, out_p, out_u
+
+
+# ---- applying several swaps exactly ---------------------------------------------------------------
+def accept_swaps(W64: torch.Tensor, G: torch.Tensor, C64: torch.Tensor, p: torch.Tensor, u: torch.Tensor,
+                 valid: torch.Tensor, thresh: torch.Tensor, max_accept: int | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Greedy exact acceptance of candidate swaps (rows, J) in order j = 0, 1, …, in float64.
+
+    Candidate j is accepted when it is ``valid``, the row has accepted fewer than ``max_accept``
+    (default J), it shares no index with an accepted swap of its row,
+    and Δ_j + Σ_{accepted l} 2 δ_lᵀ G δ_j < −thresh (δ = −w_p e_p + w_u e_u: the exact change of the
+    error given the swaps accepted before it). Returns (accepted (rows, J) bool, the exact error
+    change per row (float64, ≤ 0), Δ of column 0 alone (float64)).
+    """
+    rows, J = p.shape
+    G64 = lambda i, j: G[i, j].to(torch.float64)  # noqa: E731  (gathered entries only: no d×d copy)
+    wp, wu = W64.gather(1, p), W64.gather(1, u)
+    d0 = (wp * wp * G64(p, p) - 2 * wp * C64.gather(1, p) + wu * wu * G64(u, u) + 2 * wu * C64.gather(1, u)
+          - 2 * wp * wu * G64(p, u))
+    acc = torch.zeros(rows, J, dtype=torch.bool, device=W64.device)
+    total = torch.zeros(rows, dtype=torch.float64, device=W64.device)
+    n_acc = torch.zeros(rows, dtype=torch.long, device=W64.device)
+    max_accept = J if max_accept is None else max_accept
+    J_used = int(valid.sum(1).max()) if valid.numel() else 0  # columns past every row's last valid one: skip
+    for j in range(min(J, J_used)):
+        dj = d0[:, j]
+        ok = valid[:, j] & (n_acc < max_accept)
+        if j:
+            pl, ul, al = p[:, :j], u[:, :j], acc[:, :j]
+            pj, uj = p[:, j : j + 1], u[:, j : j + 1]
+            cross = (wp[:, :j] * wp[:, j : j + 1] * G64(pl, pj) - wp[:, :j] * wu[:, j : j + 1] * G64(pl, uj)
+                     - wu[:, :j] * wp[:, j : j + 1] * G64(ul, pj) + wu[:, :j] * wu[:, j : j + 1] * G64(ul, uj))
+            dj = dj + 2 * (cross * al).sum(1)
+            ok = ok & ~((al & ((pl == pj) | (ul == uj))).any(1))
+        ok = ok & (dj < -thresh)
+        acc[:, j] = ok
+        n_acc += ok
+        total = total + torch.where(ok, dj, torch.zeros_like(dj))
+    return acc, total, d0[:, 0]
+
+
+# ---- the local search -------------------------------------------------------------------------------------
 @dataclass
 class SwapResult:
     mask: torch.Tensor
-    swaps: torch.Tensor  # number of swaps applied per row
+    swaps: torch.Tensor  # swaps applied per row
     iterations: int  # iterations run (the longest row)
-    converged: torch.Tensor  # rows where no improving 1-swap exists at the end
+    converged: torch.Tensor  # rows with no 1-swap better than the rounding noise (1-swap optimal)
+    stopped_early: torch.Tensor  # rows stopped because their best swap was below the tolerance
+    errors: torch.Tensor  # tracked per-row error at the end (float64, exact)
+    initial_errors: torch.Tensor  # per-row error of the warm start (float64)
+    pairs_examined: int = 0  # pairs whose Δ was evaluated (screened search) or all pairs (exhaustive)
+    pairs_total: int = 0  # pairs an exhaustive search evaluates over the same iterations
 
 
 def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: Pattern, keep: int,
-                max_iter: int | None = 100, *, rtol: float = 1e-10, mem_cap_bytes: float = 256e6,
-                refresh: int = 32) -> SwapResult:
-    """Best-improvement 1-swap local search per row until no swap improves or ``max_iter`` iterations.
+                max_iter: int | None = None, *, search: str = "screened",
+                swaps_per_iter: int = DEFAULT_SWAPS_PER_ITER, tol: float = DEFAULT_TOL,
+                mem_cap_bytes: float | None = None, probe: int = 16) -> SwapResult:
+    """1-swap local search per row (any number of rows; rows sharing G can be stacked), in W's dtype.
 
-    A swap is applied when Δ < −rtol · (w_iᵀ G w_i) (scale-free guard against rounding noise).
-    c = G r is updated incrementally and recomputed every ``refresh`` iterations.
+    Each iteration finds every active row's exact best 1-swap (``search``: 'screened' or 'exhaustive';
+    same result, different work), applies up to ``swaps_per_iter`` disjoint improving swaps per row
+    (see ``accept_swaps``), and retires rows that are 1-swap optimal (Δ ≥ −noise) or whose best
+    swap is below the tolerance (Δ > −tol · mean row error). ``max_iter`` None: until every row
+    retired. ``swaps_per_iter = 1`` with ``tol = 0`` is classical best-improvement local search.
+    ``mem_cap_bytes``: cap on the temporaries (default: ``memory_cap_bytes(W.device)``).
     """
     if not pattern.rowwise:
         raise ValueError("SparseSwaps needs a per-row or N:M pattern (swaps keep every row's count); "
                          "got 'unstructured'")
+    if search not in ("screened", "exhaustive"):
+        raise ValueError(f"search must be 'screened' or 'exhaustive', got {search!r}")
+    if swaps_per_iter < 1:
+        raise ValueError(f"swaps_per_iter must be ≥ 1, got {swaps_per_iter}")
+    if tol < 0:
+        raise ValueError(f"tol must be ≥ 0, got {tol}")
+    if mem_cap_bytes is None:
+        mem_cap_bytes = memory_cap_bytes(W.device)
+    dt, dev = W.dtype, W.device
+    G = G.to(dtype=dt, device=dev)
     mask = mask.clone().bool()
     rows, d = W.shape
-    dev = W.device
-    C = (W * (~mask)) @ G
-    thresh = rtol * ((W @ G) * W).sum(1).clamp_min(torch.finfo(W.dtype).tiny)
+    W64 = W.to(torch.float64)
+    C64 = _exact_residual_gram(W64, G, mask, mem_cap_bytes)
+    err = (residual(W64, mask) * C64).sum(1)
+    err0 = err.clone()
+    eps = torch.finfo(dt).eps
+    smax = (W64.abs() * G.diagonal().to(torch.float64).clamp_min(0).sqrt()).max(1).values
+    h = pair_bound_factors(G) if (search == "screened" and pattern.kind != "nm") else None
+    J = swaps_per_iter if search == "screened" or pattern.kind == "nm" else 1
+    n_cand = _CANDIDATES_PER_SWAP * J if J > 1 else 1
     swaps = torch.zeros(rows, dtype=torch.long, device=dev)
+    converged = torch.zeros(rows, dtype=torch.bool, device=dev)
+    stopped = torch.zeros(rows, dtype=torch.bool, device=dev)
     active = torch.arange(rows, device=dev)
+    stats = SearchStats()
     it = 0
     limit = max_iter if max_iter is not None else float("inf")
     while active.numel() and it < limit:
-        if it and it % refresh == 0:
-            C[active] = (W[active] * (~mask[active])) @ G
-        Wa, Ca, Ma = W[active], C[active], mask[active]
+        noise = _NOISE_FACTOR * eps * (2 * smax[active] + err[active].clamp_min(0).sqrt()).square()
+        thresh = torch.maximum(noise, tol * err.sum() / rows)
+        Wa, Ma, Ca = W[active], mask[active], C64[active].to(dt)
+        tau = (-noise).to(dt)
         if pattern.kind == "nm":
-            best, p, u = best_swaps_nm(Wa, G, Ca, Ma, pattern.m, mem_cap_bytes)
+            bd, bp, bu = best_swaps_nm(Wa, G, Ca, Ma, pattern.m, mem_cap_bytes, top=n_cand)
+            npairs = active.numel() * (d // pattern.m) * pattern.n * (pattern.m - pattern.n)
+            stats.add(SearchStats(npairs, npairs))
+        elif search == "screened":
+            bd, bp, bu = screened_swaps_per_row(Wa, G, Ca, Ma, keep, h, tau, top=n_cand, probe=probe,
+                                                mem_cap_bytes=mem_cap_bytes, stats=stats)
         else:
-            best, p, u = best_swaps_per_row(Wa, G, Ca, Ma, keep, mem_cap_bytes)
-        good = best < -thresh[active]
-        active, p, u = active[good], p[good], u[good]
-        if not active.numel():
-            break
-        mask[active, p] = True
-        mask[active, u] = False
-        wp, wu = W[active, p], W[active, u]
-        C[active] += wu[:, None] * G[u] - wp[:, None] * G[p]
-        swaps[active] += 1
+            b0, p0, u0 = best_swaps_per_row(Wa, G, Ca, Ma, keep, mem_cap_bytes)
+            bd, bp, bu = b0[:, None], p0[:, None], u0[:, None]
+            npairs = active.numel() * keep * (d - keep)
+            stats.add(SearchStats(npairs, npairs))
+        valid = bd <= tau[:, None]
+        acc, change, best64 = accept_swaps(W64[active], G, C64[active], bp, bu, valid, thresh, J)
+        moved = acc.any(1)
+        # retire rows: no swap beyond the noise → converged; best swap under the tolerance → stopped early
+        best64 = torch.where(valid[:, 0], best64, torch.full_like(best64, float("inf")))
+        conv_now = ~moved & (best64 >= -noise)
+        stop_now = ~moved & ~conv_now
+        converged[active[conv_now]] = True
+        stopped[active[stop_now]] = True
+        if bool(moved.any()):
+            ia, ja = acc.nonzero(as_tuple=True)
+            rows_a = active[ia]
+            pa, ua = bp[ia, ja], bu[ia, ja]
+            mask[rows_a, pa] = True
+            mask[rows_a, ua] = False
+            wp, wu = W64[rows_a, pa], W64[rows_a, ua]
+            C64.index_add_(0, rows_a, wu[:, None] * G[ua].to(torch.float64) - wp[:, None] * G[pa].to(torch.float64))
+            err[active] += change
+            swaps.index_add_(0, rows_a, torch.ones_like(rows_a))
+        active = active[moved]
         it += 1
-    converged = torch.ones(rows, dtype=torch.bool, device=dev)
-    converged[active] = False
-    return SwapResult(mask, swaps, it, converged)
+    return SwapResult(mask, swaps, it, converged, stopped, err, err0, stats.examined,
+                      stats.total)
+
+
+def _exact_residual_gram(W64: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, mem_cap_bytes: float) -> torch.Tensor:
+    """C = R G in float64 (R = W ⊙ (1 − m)), over column blocks of G so that no d × d float64 copy is made."""
+    rows, d = W64.shape
+    R = residual(W64, mask)
+    C = torch.empty(rows, d, dtype=torch.float64, device=W64.device)
+    cols = max(1, min(d, int(mem_cap_bytes // max(1, 8 * d))))
+    for s in range(0, d, cols):
+        C[:, s : s + cols] = R @ G[:, s : s + cols].to(torch.float64)
+    return C
+
+
+__all__ = [
+    "DEFAULT_SWAPS_PER_ITER", "DEFAULT_TOL", "SearchStats", "SwapResult", "accept_swaps", "best_swaps_nm",
+    "best_swaps_per_row", "memory_cap_bytes", "pair_bound_factors", "screened_swaps_per_row",
+    "swap_costs", "swap_delta", "swap_refine",
+]

@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from .steps import Agnostic
+from ..layer_math import grad_from_residual_gram, residual_gram, value_from_residual_gram
+from .steps import ExactLineSearch
 
 
 @dataclass
@@ -43,7 +44,7 @@ def frank_wolfe(
     G: torch.Tensor,
     lmo: Callable[[torch.Tensor], torch.Tensor],
     m0: torch.Tensor,
-    iterations: int = 2000,
+    iterations: int = 200,
     step: Callable | None = None,
     *,
     rowwise: bool = True,
@@ -59,12 +60,12 @@ def frank_wolfe(
     are per row; False for one constraint set over the whole matrix (unstructured).
     Stops early when Σ gap ≤ max(tol, rtol · Σ L(m)) (checked only when tol or rtol > 0).
     """
-    step = step if step is not None else Agnostic()
+    step = step if step is not None else ExactLineSearch()
     dtype, dev = W.dtype, W.device
     G = G.to(dtype=dtype, device=dev)
     WG = W @ G if WG is None else WG.to(dtype=dtype, device=dev)
     m = m0.to(dtype=dtype, device=dev).clone()
-    P = (W * m) @ G
+    P = WG - residual_gram(W, G, m, WG)  # (W ⊙ m) G
     best_rows = torch.zeros(W.shape[0], dtype=torch.float64, device=dev)
     best_total = torch.zeros((), dtype=torch.float64, device=dev)
     hist: list[tuple[float, float]] = []
@@ -72,10 +73,10 @@ def frank_wolfe(
     t = 0
     for t in range(iterations + 1):
         if t and t % refresh == 0:
-            P = (W * m) @ G
+            P = WG - residual_gram(W, G, m, WG)
         RG = WG - P  # rows of R G, R = W ⊙ (1 − m)
-        grad = -2 * W * RG
-        value_rows = (W * (1 - m) * RG).sum(1)
+        grad = grad_from_residual_gram(W, RG)
+        value_rows = value_from_residual_gram(W, m, RG)
         v = lmo(grad)
         gap_rows = (grad * (m - v)).sum(1)
         lb = value_rows.double() - gap_rows.double()

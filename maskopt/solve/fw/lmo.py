@@ -77,7 +77,3 @@ class TopKLMO:
             # deterministically per device, and any tie resolution is an exact minimizer.
             v.scatter_(1, torch.topk(g, self.keep, dim=1, sorted=False).indices, 1.0)
         return self.pattern.from_groups(v, rows, d)
-
-    def value(self, grad: torch.Tensor) -> torch.Tensor:
-        """min_{v ∈ C} ⟨grad_i, v_i⟩ per row."""
-        return (grad * self(grad)).sum(1)

@@ -13,10 +13,15 @@ import torch
 
 @dataclass
 class Agnostic:
-    """γ_t = 2 / (t + 2) (t counts from 0: the first step jumps to the vertex)."""
+    """γ_t = 2 / (t + 3) for the solver's step t = 0, 1, … (the 2/(k+2) rule counted from k = 1).
+
+    Counting from k = 0 would give γ = 1 first and throw the warm start away (the first iterate would
+    be the LMO vertex); from k = 1 the warm start keeps weight 1/3 after the first step. The rule is
+    not monotone: only ``ExactLineSearch`` guarantees L(m_{t+1}) ≤ L(m_t).
+    """
 
     def __call__(self, t: int, D: torch.Tensor, DG: torch.Tensor, RG: torch.Tensor, rowwise: bool) -> torch.Tensor:
-        return torch.full((1, 1), 2.0 / (t + 2), dtype=D.dtype, device=D.device)
+        return torch.full((1, 1), 2.0 / (t + 3), dtype=D.dtype, device=D.device)
 
 
 @dataclass

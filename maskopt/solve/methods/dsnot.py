@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..layer_math import quad_form_rows, residual_gram, work_dtype
 from ..problem import LayerProblem, Solution
 from ..swaps import swap_delta
 from .registry import get_method, register
@@ -36,7 +37,7 @@ class DSnoT:
         pat = problem.pattern
         if not pat.rowwise:
             raise ValueError("dsnot needs pattern 'per_row' or 'N:M' (it swaps within rows)")
-        dt = torch.float64 if problem.dtype == torch.float64 else torch.float32
+        dt = work_dtype(problem.dtype)
         W = problem.W.to(dt)
         G = problem.G.to(dtype=dt, device=W.device)
         warm = get_method(self.warm_start).solve(problem)
@@ -44,8 +45,8 @@ class DSnoT:
         rows, d = W.shape
         gd = G.diagonal()
         wanda = W.abs() * gd.clamp_min(0).sqrt()
-        C = (W * (~mask)) @ G
-        thresh = self.rtol * ((W @ G) * W).sum(1).clamp_min(torch.finfo(dt).tiny)
+        C = residual_gram(W, G, mask)
+        thresh = self.rtol * quad_form_rows(W, G).clamp_min(torch.finfo(dt).tiny)
         active = torch.arange(rows, device=W.device)
         cols = torch.arange(d, device=W.device)
         swaps = 0

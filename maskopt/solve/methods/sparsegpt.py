@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..layer_math import work_dtype
 from ..problem import LayerProblem, Solution
 from .registry import register
 
@@ -45,7 +46,7 @@ class SparseGPT:
     percdamp: float = 0.01  # damping λ = percdamp · mean(diag G)
 
     def solve(self, problem: LayerProblem) -> Solution:
-        dtype = torch.float64 if problem.dtype == torch.float64 else torch.float32
+        dtype = work_dtype(problem.dtype)
         W = problem.W.to(dtype).clone()
         G = problem.G.to(dtype).clone()
         rows, d = W.shape
