@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ..solve.bnb.mask import jacobi_shift, solve_rows
+from ..solve.bnb.tree import BnBConfig
 from ..solve.problem import LayerProblem
 
 __all__ = ["LayerCertificate", "certify_layer", "relaxation_bound", "jacobi_shift", "rowwise_shifts"]
@@ -56,19 +58,6 @@ class LayerCertificate:
             "time": self.time,
             **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))},
         }
-
-
-def jacobi_shift(G: torch.Tensor, safety: float = 1e-7) -> float:
-    """μ ≥ 0 with G − μ·diag(G) ⪰ 0: λ_min(diag(G)^{-½} G diag(G)^{-½}) over the live inputs."""
-    G = G.to(torch.float64)
-    dg = G.diagonal()
-    live = dg > 0
-    if not bool(live.any()):
-        return 0.0
-    s = dg[live].rsqrt()
-    C = G[live][:, live] * s[:, None] * s[None, :]
-    lam = float(torch.linalg.eigvalsh(0.5 * (C + C.T))[0])
-    return max(0.0, lam * (1.0 - safety) - safety)
 
 
 def _project_capped(Y: torch.Tensor, total: float, steps: int = 40) -> torch.Tensor:
@@ -323,24 +312,12 @@ def certify_layer(
     if rows is not None and len(rows):
         if not problem.pattern.rowwise:
             raise ValueError("branch-and-bound row bounds need a per-row or N:M pattern (rows are coupled when unstructured)")
-        from ..solve.bnb.lmo import MaskLMO
-        from ..solve.bnb.mask import solve_row
-        from ..solve.bnb.tree import BnBConfig
-
-        pat = problem.pattern
-        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
-        Wn = problem.W.detach().to(torch.float64).cpu().numpy()
-        Gn = problem.G.detach().to(torch.float64).cpu().numpy()
-        Mn = mask.detach().cpu().numpy().astype(float)
-        mu = info["mu"]
         cfg = BnBConfig(time_limit=bnb_time_limit, node_limit=bnb_node_limit)
-        improved = 0
-        for i in sorted(set(int(r) for r in rows)):
-            res = solve_row(Wn[i], Gn, lmo, config=cfg, seeds=[Mn[i]], mu=mu)
-            bounds[i] = max(float(bounds[i]), res.lower_bound)
-            rows_bnb.append(i)
-            n_opt += res.status == "optimal"
-            improved += res.error < float(row_err[i]) * (1 - 1e-9)
+        res = solve_rows(problem, sorted(set(int(r) for r in rows)), seed_mask=mask, config=cfg, mu=info["mu"])
+        bounds[res.rows] = torch.maximum(bounds[res.rows], res.lower_bounds)
+        rows_bnb = res.rows
+        n_opt = res.n_optimal
+        improved = int((res.errors < row_err.cpu()[res.rows] * (1 - 1e-9)).sum())
         info["rows_improvable"] = improved
         method = "root+bnb"
     if problem.pattern.rowwise:

@@ -62,10 +62,6 @@ class ActiveSet:
         w = self.weights[ok]
         return ActiveSet(self.atoms[ok].copy(), w / w.sum())
 
-    def find(self, v: np.ndarray) -> int:
-        hit = np.flatnonzero(np.all(self.atoms == v, axis=1))
-        return int(hit[0]) if len(hit) else -1
-
 
 @dataclass
 class BPCGResult:

@@ -1,16 +1,14 @@
 """Exact mask selection: branch-and-bound per row with Frank-Wolfe node relaxations.
 
-Every row of a per-row / N:M problem is solved by maskopt.bnb.mask.solve_row with a
+Every row of a per-row / N:M problem is solved by maskopt.solve.bnb.mask.solve_rows with a
 time limit; when the limit hits, the row keeps its incumbent and its certified gap.
 Incumbents are seeded by the ``seed`` method (SparseSwaps when registered, else Wanda;
 1-swap local search is applied on top). Rows not in ``rows`` keep the seed's mask.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..problem import LayerProblem, Solution
@@ -28,43 +26,30 @@ class Exact:
     max_d: int = 4096  # refuse wider layers unless rows are chosen (the exact path is for small problems)
 
     def solve(self, problem: LayerProblem) -> Solution:
-        from ..bnb.lmo import MaskLMO
-        from ..bnb.mask import jacobi_shift, solve_row
+        from ..bnb.mask import solve_rows
         from ..bnb.tree import BnBConfig
 
-        pat = problem.pattern
-        if not pat.rowwise:
+        if not problem.pattern.rowwise:
             raise ValueError("method 'exact' needs a per-row or N:M pattern (unstructured couples all rows)")
         rows = parse_rows(self.rows, problem.rows)
         if self.rows == "all" and problem.d > self.max_d:
             raise ValueError(f"exact: d={problem.d} > max_d={self.max_d}; choose rows=... or raise max_d")
         seed_mask = self._seed(problem)
-        W = problem.W.detach().to(torch.float64).cpu().numpy()
-        G = problem.G.detach().to(torch.float64).cpu().numpy()
-        mask = seed_mask.detach().cpu().numpy().copy()
-        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
         cfg = BnBConfig(time_limit=self.time_limit, node_limit=self.node_limit, rel_tol=self.rel_tol)
-        mu = jacobi_shift(G)
-        errs, lbs, n_opt, nodes = [], [], 0, 0
-        for i in rows:
-            res = solve_row(W[i], G, lmo, config=cfg, seeds=[mask[i].astype(float)], mu=mu)
-            mask[i] = res.mask
-            errs.append(res.error)
-            lbs.append(res.lower_bound)
-            n_opt += res.status == "optimal"
-            nodes += res.nodes
-        err, lb = float(sum(errs)), float(sum(lbs))
+        res = solve_rows(problem, rows, seed_mask=seed_mask, config=cfg)
+        mask = seed_mask.detach().cpu().clone()
+        mask[rows] = res.masks
+        err, lb = float(res.errors.sum()), float(res.lower_bounds.sum())
         info = {
             "rows_solved": len(rows),
-            "rows_optimal": n_opt,
-            "nodes": nodes,
+            "rows_optimal": res.n_optimal,
+            "nodes": res.nodes,
             "rows_error": err,
             "rows_lower_bound": lb,
             "rows_gap": (err - lb) / err if err > 0 else 0.0,
-            "mu": mu,
+            "mu": res.mu,
         }
-        out = torch.as_tensor(mask, dtype=torch.bool, device=problem.W.device)
-        return Solution(out, None, info)
+        return Solution(mask.to(problem.W.device), None, info)
 
     def _seed(self, problem: LayerProblem) -> torch.Tensor:
         name = self.seed
