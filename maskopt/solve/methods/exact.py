@@ -4,6 +4,9 @@ Every row of a per-row / N:M problem is solved by maskopt.solve.bnb.mask.solve_r
 time limit; when the limit hits, the row keeps its incumbent and its certified gap.
 Incumbents are seeded by the ``seed`` method (SparseSwaps when registered, else Wanda;
 1-swap local search is applied on top). Rows not in ``rows`` keep the seed's mask.
+``seed="none"`` runs no other method: each row starts from the B&B's own incumbents only (the
+top-k of w_j²·G_jj, which minimises the diagonal part of the row error, improved by 1-swaps,
+and every vertex of the node relaxations); rows not in ``rows`` then keep that top-k.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ class Exact:
     node_limit: int = 1_000_000  # nodes per row
     rel_tol: float = 1e-6  # relative optimality tolerance
     rows: str = "all"  # "all", or comma-separated row indices / ranges ("0,5,10-20")
-    seed: str = "auto"  # incumbent method: "auto" = sparseswaps if available else wanda; "none"
+    seed: str | None = "auto"  # incumbent method: "auto" = sparseswaps if available else wanda; "none" = B&B's own
     max_d: int = 4096  # refuse wider layers unless rows are chosen (the exact path is for small problems)
 
     def solve(self, problem: LayerProblem) -> Solution:
@@ -37,6 +40,8 @@ class Exact:
         seed_mask = self._seed(problem)
         cfg = BnBConfig(time_limit=self.time_limit, node_limit=self.node_limit, rel_tol=self.rel_tol)
         res = solve_rows(problem, rows, seed_mask=seed_mask, config=cfg)
+        if seed_mask is None:  # the B&B's own start: top-k of the diagonal error w_j² G_jj
+            seed_mask = problem.topk(problem.W.to(torch.float64) ** 2 * problem.G.diagonal().to(torch.float64).clamp_min(0))
         mask = seed_mask.detach().cpu().clone()
         mask[rows] = res.masks
         err, lb = float(res.errors.sum()), float(res.lower_bounds.sum())
@@ -48,15 +53,24 @@ class Exact:
             "rows_lower_bound": lb,
             "rows_gap": (err - lb) / err if err > 0 else 0.0,
             "mu": res.mu,
+            "seed": self._seed_name(),
         }
         return Solution(mask.to(problem.W.device), None, info)
 
-    def _seed(self, problem: LayerProblem) -> torch.Tensor:
-        name = self.seed
-        if name == "auto":
-            name = "sparseswaps" if "sparseswaps" in available() else "wanda"
+    def _seed_name(self) -> str:
+        if self.seed is None or self.seed == "none":  # the registry turns the option string 'none' into None
+            return "none"
+        if self.seed == "auto":
+            return "sparseswaps" if "sparseswaps" in available() else "wanda"
+        return self.seed
+
+    def _seed(self, problem: LayerProblem) -> torch.Tensor | None:
+        """The seed method's mask, or None for seed="none" (no other method is run)."""
+        name = self._seed_name()
         if name == "none":
-            name = "wanda"
+            return None
+        if name == "exact":
+            raise ValueError("exact: seed='exact' would recurse; choose a heuristic method or 'none'")
         return get_method(name).solve(problem).mask
 
 
