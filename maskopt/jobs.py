@@ -133,7 +133,7 @@ def mask_from_pruned(W_pruned: torch.Tensor, W_dense: torch.Tensor, problem) -> 
 def certify_job(pruned_dir: str | Path, *, dense: str | Path | None = None, calib: Sequence[str | Path],
                 pattern: str | None = None, sparsity: float | None = None, nsamples: int = 128,
                 seqlen: int | None = None, seed: int = 0, iterations: int = 300, bnb_rows: int = 0,
-                bnb_time_limit: float = 1.0, shift: str = "rowwise", device: str | None = None,
+                bnb_time_limit: float = 1.0, shift: str = "jacobi", device: str | None = None,
                 progress: bool = True) -> list[dict]:
     """Per layer of a pruned model: error of its mask on the dense weights, certified lower bound, gap.
 

@@ -28,22 +28,31 @@ from .objectives import QuadraticObjective
 from .tree import BnBConfig, BranchAndBound
 
 
-def jacobi_shift(G: torch.Tensor | np.ndarray, safety: float = 1e-7) -> float:
-    """μ ≥ 0 with G − μ·diag(G) ⪰ 0.
+def correlation_extremes(G: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """(λ_min, λ_max) of C = diag(G)^{-½} G diag(G)^{-½} over the live inputs (G_jj > 0), float64.
 
-    μ = λ_min(C) with C = diag(G)^{-½} G diag(G)^{-½} over the live inputs (G_jj > 0; a dead
-    input has a zero row and column in a Gram matrix, so it adds nothing), lowered by a relative
-    ``safety`` margin against rounding. The one Jacobi shift of the package (B&B rows and the
-    certified bounds); accepts a tensor or an ndarray, computes in float64.
+    A dead input has a zero row and column in a Gram matrix, so it adds nothing; (0, 0) when
+    every input is dead. One eigvalsh; accepts a tensor or an ndarray.
     """
     G = torch.as_tensor(G).to(torch.float64)
     dg = G.diagonal()
     live = dg > 0
     if not bool(live.any()):
-        return 0.0
+        return 0.0, 0.0
     s = dg[live].rsqrt()
     C = G[live][:, live] * s[:, None] * s[None, :]
-    lam = float(torch.linalg.eigvalsh(0.5 * (C + C.T))[0])
+    lam = torch.linalg.eigvalsh(0.5 * (C + C.T))
+    return float(lam[0]), float(lam[-1])
+
+
+def jacobi_shift(G: torch.Tensor | np.ndarray, safety: float = 1e-7, lam_min: float | None = None) -> float:
+    """μ ≥ 0 with G − μ·diag(G) ⪰ 0.
+
+    μ = λ_min(C) (correlation_extremes, or ``lam_min`` when the caller has it), lowered by a
+    relative ``safety`` margin against rounding. The one Jacobi shift of the package (B&B rows and
+    the certified bounds); accepts a tensor or an ndarray, computes in float64.
+    """
+    lam = correlation_extremes(G)[0] if lam_min is None else lam_min
     return max(0.0, lam * (1.0 - safety) - safety)
 
 
