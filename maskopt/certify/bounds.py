@@ -387,8 +387,9 @@ def relaxation_bound(
     q = W * W * G.diagonal().clamp_min(0)[None, :]
     run = dict(dtype=dtype, tol=tol, lam_max=lam_max, matmul_dtype=matmul_dtype)
     best, Z, fz = _relaxed(problem, mu * q, iterations, check_every, z0, **run)
-    info: dict[str, Any] = {"mu": mu, "lambda_max": lam_max, "shift": shift, "iterations": iterations, "dtype": str(dtype).replace("torch.", ""),
-                            "relaxed_value": float(fz.sum()), "jacobi_bound": float(best.clamp_min(0).sum())}
+    info: dict[str, Any] = {"mu": mu, "lambda_max": lam_max, "shift": shift, "iterations": iterations,
+                            "dtype": str(dtype).replace("torch.", ""), "relaxed_value": float(fz.sum()),
+                            "jacobi_bound": float(best.clamp_min(0).sum())}
     if shift in ("layer", "rowwise") and mu > 0:
         deltas = [layer_shift(problem, Z, mu)] if shift == "layer" else rowwise_shifts(problem, Z, mu)
         for delta in deltas:

@@ -41,7 +41,8 @@ class Exact:
         cfg = BnBConfig(time_limit=self.time_limit, node_limit=self.node_limit, rel_tol=self.rel_tol)
         res = solve_rows(problem, rows, seed_mask=seed_mask, config=cfg)
         if seed_mask is None:  # the B&B's own start: top-k of the diagonal error w_j² G_jj
-            seed_mask = problem.topk(problem.W.to(torch.float64) ** 2 * problem.G.diagonal().to(torch.float64).clamp_min(0))
+            W = problem.W.to(torch.float64)
+            seed_mask = problem.topk(W * W * problem.G.diagonal().to(torch.float64).clamp_min(0))
         mask = seed_mask.detach().cpu().clone()
         mask[rows] = res.masks
         err, lb = float(res.errors.sum()), float(res.lower_bounds.sum())
