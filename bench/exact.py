@@ -73,7 +73,7 @@ def part_b(layers: dict, patterns: list[str], methods: list[str], iterations: in
         for pat in patterns:
             p = LayerProblem(W, G, pat, 0.5, name=name)
             t0 = time.perf_counter()
-            lb_rows, info = relaxation_bound(p, iterations=iterations)
+            lb_rows, info = relaxation_bound(p, iterations=iterations, shift="rowwise")
             lb = float(lb_rows.clamp_min(0).sum())
             t_bound = time.perf_counter() - t0
             rec = {"layer": name, "shape": list(W.shape), "pattern": pat, "root_lower_bound": lb,

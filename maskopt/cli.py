@@ -248,7 +248,7 @@ def certify(
     iterations: int = typer.Option(300, help="Iterations of the root relaxation per layer."),
     bnb_rows: int = typer.Option(0, help="Deepen the bound of the first N rows of every layer by branch-and-bound."),
     bnb_time_limit: float = typer.Option(1.0, help="Seconds of branch-and-bound per selected row."),
-    shift: str = typer.Option("rowwise", help="Root bound: 'rowwise' (per-row diagonal shift, tighter, slower) or 'jacobi' (fast)."),
+    shift: str = typer.Option("jacobi", help="Root bound: 'jacobi' (one shift, fast, default), 'layer' (one optimised shift per layer) or 'rowwise' (per-row shifts, tightest, slowest)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the certificates as JSON here."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),

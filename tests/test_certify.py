@@ -114,7 +114,7 @@ def test_rowwise_shift_valid_and_no_weaker_than_jacobi() -> None:
         p = LayerProblem(W, G, pattern, 0.5)
         opt = torch.tensor(row_optima(p))
         old, _ = relaxation_bound(p, iterations=100, shift="jacobi")
-        new, info = relaxation_bound(p, iterations=100)
+        new, info = relaxation_bound(p, iterations=100, shift="rowwise")
         assert info["shift"] == "rowwise"
         tol = 1e-9 * opt + 1e-12
         assert torch.all(old <= opt + tol) and torch.all(new <= opt + tol), (seed, kind, pattern)
@@ -144,9 +144,79 @@ def test_unstructured_rowwise_bound_below_optimum() -> None:
         p.error(torch.tensor(np.isin(np.arange(12), idx).reshape(2, 6)))
         for idx in itertools.combinations(range(12), p.keep)
     )
-    new, _ = relaxation_bound(p, iterations=150)
+    new, _ = relaxation_bound(p, iterations=150, shift="rowwise")
     old, _ = relaxation_bound(p, iterations=150, shift="jacobi")
     assert float(new.sum()) <= best * (1 + 1e-9)
     assert float(new.sum()) >= float(old.sum()) - 1e-12
     c = certify_layer(p, p.topk(W.abs()), iterations=150, shift="jacobi")
     assert c.info["shift"] == "jacobi"
+
+
+def conditioned_instance(seed: int, rows: int, d: int, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, G) with G random, ill-conditioned (λ_max/λ_min ≈ 1e8: near-duplicate inputs, one dominant
+    direction, scales spanning 1e-2…1e2), or rank-deficient (fewer tokens than inputs)."""
+    g = torch.Generator().manual_seed(seed)
+    n = d // 2 if kind == "lowrank" else 3 * d
+    X = torch.randn(d, n, generator=g, dtype=torch.float64)
+    if kind == "ill":
+        X = X + 40.0 * torch.randn(1, n, generator=g, dtype=torch.float64)
+        X[1] = X[0] + 1e-4 * torch.randn(n, generator=g, dtype=torch.float64)
+        X = X * torch.logspace(-2, 2, d, dtype=torch.float64)[torch.randperm(d, generator=g)][:, None]
+    W = torch.randn(rows, d, generator=g, dtype=torch.float64)
+    return W, X @ X.T
+
+
+@pytest.mark.parametrize("kind", ["random", "ill", "lowrank"])
+@pytest.mark.parametrize("pattern", ["per_row", "2:4", "60%"])
+def test_default_bound_below_brute_force(kind: str, pattern: str) -> None:
+    """The default certificate (Jacobi shift, float32 iterations with early stop, float64 bound) and the
+    'layer' shift never exceed the brute-force optimum of any row, on random and ill-conditioned G."""
+    sparsity = 0.6 if pattern == "60%" else 0.5
+    pattern = "per_row" if pattern == "60%" else pattern
+    for seed in range(3):
+        W, G = conditioned_instance(10 * seed + len(kind), 4, 12, kind)
+        if kind == "ill":
+            assert float(torch.linalg.cond(G)) > 1e6
+        p = LayerProblem(W.float(), G.float(), pattern, sparsity)  # float32 inputs, as in a pruning run
+        opt = torch.tensor(row_optima(LayerProblem(p.W.double(), p.G.double(), pattern, sparsity)))
+        tol = 1e-9 * opt + 1e-12
+        c = certify_layer(p, p.topk(p.W.abs()))
+        assert c.info["shift"] == "jacobi" and c.info["dtype"] == "float32"
+        assert torch.all(c.row_bounds <= opt + tol), (seed, c.row_bounds - opt)
+        assert c.lower_bound <= float(opt.sum()) * (1 + 1e-9)
+        layer, info = relaxation_bound(p, shift="layer")
+        assert info["shift"] == "layer"
+        assert torch.all(layer <= opt + tol), (seed, layer - opt)
+        jac, _ = relaxation_bound(p)
+        assert torch.all(layer >= jac - 1e-12)  # layer starts from the Jacobi bound, per row the better
+
+
+def test_default_bound_is_the_jacobi_relaxation() -> None:
+    """float32 iterations + early stop give the same bound as long float64 runs, within 1% of its value."""
+    W, G = random_instance(21, 16, 32, "outlier")
+    p = LayerProblem(W, G, "per_row", 0.5)
+    fast, info = relaxation_bound(p)
+    slow, _ = relaxation_bound(p, iterations=3000, tol=0.0, dtype=torch.float64)
+    assert float(fast.sum()) <= float(slow.sum()) * (1 + 1e-6)  # early stop: never above the converged run …
+    assert float(fast.sum()) >= 0.99 * float(slow.sum())  # … and close to it
+    assert info["mu"] > 0 and float(fast.sum()) > 0
+
+
+def test_project_capped_is_the_projection() -> None:
+    """Safeguarded Newton with warm starts returns clip(y − τ, 0, 1) with the right sum (vs bisection)."""
+    from maskopt.certify.bounds import _project_capped
+
+    g = torch.Generator().manual_seed(3)
+    for total, size in ((2.0, 4), (37.0, 64), (1.0, 300), (299.0, 300)):
+        Y = 3.0 * torch.randn(50, size, generator=g, dtype=torch.float64)
+        Y[0] = 0.5  # all equal
+        Z, tau = _project_capped(Y, total)
+        assert torch.allclose(Z.sum(1), torch.full((50,), total, dtype=torch.float64), atol=1e-6 * total)
+        lo, hi = Y.min(1, keepdim=True).values - 1, Y.max(1, keepdim=True).values
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            big = (Y - mid).clamp(0, 1).sum(1, keepdim=True) > total
+            lo, hi = torch.where(big, mid, lo), torch.where(big, hi, mid)
+        assert torch.allclose(Z, (Y - 0.5 * (lo + hi)).clamp(0, 1), atol=1e-6)
+        Z2, _ = _project_capped(Y + 1e-3, total, tau=tau)  # warm start from the previous τ
+        assert torch.allclose(Z2, (Y + 1e-3 - 0.5 * (lo + hi) - 1e-3).clamp(0, 1), atol=1e-6)

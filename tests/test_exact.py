@@ -49,3 +49,25 @@ def test_row_subset_and_options() -> None:
         parse_rows("12", 10)
     with pytest.raises(ValueError):
         get_method("exact").solve(problem("unstructured"))
+
+
+def test_seed_none_runs_no_other_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """seed='none': the B&B starts from its own incumbents; no other method (Wanda …) is called."""
+    from maskopt.solve.methods import exact as exact_mod
+
+    p = problem("per_row", seed=4)
+    method = get_method("exact", seed="none")
+    partial = get_method("exact", seed="none", rows="1-2")
+
+    def no_methods(name: str, **kw):
+        raise AssertionError(f"seed='none' ran method {name!r}")
+
+    monkeypatch.setattr(exact_mod, "get_method", no_methods)
+    sol = method.solve(p)
+    opt = [brute_force_row(p.W[i].numpy(), p.G.numpy(), "per_row", p.keep)[0] for i in range(p.rows)]
+    assert p.error(sol.mask) == pytest.approx(sum(opt), rel=1e-6)
+    assert sol.info["seed"] == "none" and sol.info["rows_optimal"] == p.rows
+    own = p.topk(p.W**2 * p.G.diagonal())  # the rows not solved keep the B&B's own start
+    part = partial.solve(p)
+    assert p.is_feasible(part.mask) and torch.equal(part.mask[[0, 3]], own[[0, 3]])
+    assert torch.equal(part.mask[[1, 2]], sol.mask[[1, 2]])

@@ -10,26 +10,31 @@ z_j² = z_j, so with G' = G − μ·diag(G) ⪰ 0 (μ = λ_min of the unit-diago
     f̃_i(z) = (w_i⊙z)ᵀ G' (w_i⊙z) + μ Σ_j w_ij² G_jj z_j
 
 equals f_i on masks and is convex. Over the relaxed polytope Z = {z ∈ [0,1], group sums
-fixed}, any feasible z gives the Frank-Wolfe dual bound  min_Z f̃ ≥ f̃(z) + min_{v∈vert Z} ⟨∇f̃(z), v − z⟩,
-valid per row for per-row / N:M patterns and in total for unstructured ones. We drive z
-towards the relaxed optimum by accelerated projected gradient (projection onto a capped
-simplex per group by bisection) and keep the best bound seen. Deeper bounds for chosen rows
-come from the exact branch-and-bound (maskopt.bnb.mask.solve_row).
+fixed}, any z gives the Frank-Wolfe dual bound  min_Z f̃ ≥ f̃(z) + min_{v∈vert Z} ⟨∇f̃(z), v − z⟩
+(convexity of f̃ on all of R^d, so z need not even be feasible), valid per row for per-row / N:M
+patterns and in total for unstructured ones. We drive z towards the relaxed optimum by
+accelerated projected gradient (projection onto a capped simplex per group by safeguarded
+Newton), in float32 by default, and evaluate the bound at the best iterate in float64. Tighter
+shifts than μ·diag: one vector per layer ("layer") or per row ("rowwise"), both optimised over
+{δ : D_w G D_w − diag δ ⪰ 0}. Deeper bounds for chosen rows come from the exact
+branch-and-bound (maskopt.solve.bnb.mask.solve_rows).
 
 The certificate is for the mask-selection problem err(M) (kept weights unchanged).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
+from ..solve.bnb.mask import correlation_extremes, jacobi_shift, solve_rows
+from ..solve.bnb.tree import BnBConfig
 from ..solve.problem import LayerProblem
 
-__all__ = ["LayerCertificate", "certify_layer", "relaxation_bound", "jacobi_shift", "rowwise_shifts"]
+__all__ = ["SHIFTS", "LayerCertificate", "certify_layer", "jacobi_shift", "layer_shift", "relaxation_bound",
+           "rowwise_shifts"]
 
 
 @dataclass
@@ -58,103 +63,172 @@ class LayerCertificate:
         }
 
 
-def jacobi_shift(G: torch.Tensor, safety: float = 1e-7) -> float:
-    """μ ≥ 0 with G − μ·diag(G) ⪰ 0: λ_min(diag(G)^{-½} G diag(G)^{-½}) over the live inputs."""
-    G = G.to(torch.float64)
-    dg = G.diagonal()
-    live = dg > 0
-    if not bool(live.any()):
-        return 0.0
-    s = dg[live].rsqrt()
-    C = G[live][:, live] * s[:, None] * s[None, :]
-    lam = float(torch.linalg.eigvalsh(0.5 * (C + C.T))[0])
-    return max(0.0, lam * (1.0 - safety) - safety)
+def _project_capped(Y: torch.Tensor, total: float, steps: int = 40, tau: torch.Tensor | None = None,
+                    ih: torch.Tensor | None = None, h: torch.Tensor | None = None,
+                    rtol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projection of each row of Y onto {z ∈ [0,1]^n : Σ z = total} in the metric Σ_j h_j (z_j − y_j)².
 
-
-def _project_capped(Y: torch.Tensor, total: float, steps: int = 40) -> torch.Tensor:
-    """Euclidean projection of each row of Y onto {z ∈ [0,1]^n : Σ z = total}: z = clip(y − τ, 0, 1)."""
-    lo = Y.min(1, keepdim=True).values - 1.0
-    hi = Y.max(1, keepdim=True).values
+    ``ih`` = 1/h (> 0, same shape as Y; ``h`` may be passed too to save a division; None: h = 1, the
+    Euclidean projection). The minimiser is z_j = clip(y_j − τ·ih_j, 0, 1) with τ solving
+    φ(τ) = Σ_j clip(y_j − τ ih_j, 0, 1) = total; φ is piecewise linear and non-increasing with slope
+    −Σ_{j: 0 < z_j < 1} ih_j. Safeguarded Newton: Newton steps inside the bracket
+    [min_j h_j(y_j − 1), max_j h_j y_j] (φ = n ≥ total at the left end, 0 at the right), bisection
+    otherwise; it ends once every row is within rtol·max(total, 1) of the sum (at most ``steps``
+    steps). ``tau`` warm-starts it (the previous τ). Returns (Z, τ).
+    """
+    if ih is None:
+        lo = Y.amin(1, keepdim=True) - 1.0  # amin/amax: min(dim) also computes indices and is far slower
+        hi = Y.amax(1, keepdim=True)
+    else:
+        h = 1.0 / ih if h is None else h
+        hY = h * Y
+        lo = (hY - h).amin(1, keepdim=True)
+        hi = hY.amax(1, keepdim=True)
+    t = 0.5 * (lo + hi) if tau is None else torch.minimum(torch.maximum(tau, lo), hi)
+    tol = rtol * max(total, 1.0)
     for _ in range(steps):
-        tau = 0.5 * (lo + hi)
-        s = (Y - tau).clamp(0.0, 1.0).sum(1, keepdim=True)
-        big = s > total
-        lo = torch.where(big, tau, lo)
-        hi = torch.where(big, hi, tau)
-    return (Y - 0.5 * (lo + hi)).clamp(0.0, 1.0)
+        D = Y - t if ih is None else torch.addcmul(Y, t, ih, value=-1.0)
+        r = D.clamp(0.0, 1.0).sum(1, keepdim=True) - total
+        if float(r.abs().amax()) <= tol:
+            break
+        big = r > 0  # φ(τ) > total: τ too small
+        lo = torch.where(big, t, lo)
+        hi = torch.where(big, hi, t)
+        inside = (D > 0) & (D < 1)
+        slope = inside.sum(1, keepdim=True).to(Y.dtype) if ih is None else (ih * inside).sum(1, keepdim=True)
+        tn = t + r / slope.clamp_min(1e-30)
+        ok = (slope > 0) & (tn > lo) & (tn < hi)
+        t = torch.where(r == 0, t, torch.where(ok, tn, 0.5 * (lo + hi)))
+    return (Y - t if ih is None else torch.addcmul(Y, t, ih, value=-1.0)).clamp_(0.0, 1.0), t
 
 
 def _vertex_min(grad_groups: torch.Tensor, prune: int) -> torch.Tensor:
     """min over vertices ⟨g, v⟩ per group: the sum of the ``prune`` smallest entries."""
     if prune <= 0:
         return grad_groups.new_zeros(grad_groups.shape[0])
-    return torch.topk(grad_groups, prune, dim=1, largest=False).values.sum(1)
+    return torch.topk(grad_groups, prune, dim=1, largest=False, sorted=False).values.sum(1)
+
+
+class _Reformulated:
+    """f̃_i(z) = (w_i⊙z)ᵀG(w_i⊙z) − Σ_j δ_ij z_j² + Σ_j δ_ij z_j of a layer, in one dtype.
+
+    f̃_i = f_i on binaries (z_j² = z_j) and is convex iff D_wi G D_wi − diag δ_i ⪰ 0. With
+    R = W⊙Z and P = R G (the one matmul, optionally in ``matmul_dtype``): f̃ = Σ_j R⊙P + δ⊙Z⊙(1−Z)
+    per row, ∇f̃ = 2 W⊙P + δ⊙(1 − 2Z). The Frank-Wolfe dual bound at any Z (valid by convexity,
+    whether or not Z is feasible) is f̃(Z) + min_{v ∈ vert} ⟨∇f̃(Z), v⟩ − ⟨∇f̃(Z), Z⟩, per row for
+    per-row / N:M patterns and for the whole matrix when unstructured.
+    """
+
+    def __init__(self, problem: LayerProblem, delta: torch.Tensor, dtype: torch.dtype,
+                 matmul_dtype: torch.dtype | None = None):
+        self.pattern = problem.pattern
+        self.dtype = dtype
+        self.mm = matmul_dtype or dtype
+        self.W = problem.W.to(dtype)
+        self.G = problem.G.to(self.mm)
+        self.delta = delta.to(dtype)
+        self.rows, self.d = self.W.shape
+        self.size = self.pattern.group_shape(self.rows, self.d)[1]
+        self.prune = self.size - problem.keep  # pruned entries per group
+
+    def product(self, Z: torch.Tensor) -> torch.Tensor:
+        return ((self.W * Z).to(self.mm) @ self.G).to(self.dtype)
+
+    def value(self, Z: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        dz = self.delta * Z
+        return (self.W * Z * P).sum(1) + (dz - dz * Z).sum(1)
+
+    def grad(self, Z: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        g = torch.addcmul(self.delta, self.W, P, value=2.0)
+        return g.addcmul_(self.delta, Z, value=-2.0)
+
+    def bound(self, Z: torch.Tensor, P: torch.Tensor, fz: torch.Tensor | None = None) -> torch.Tensor:
+        fz = self.value(Z, P) if fz is None else fz
+        g = self.grad(Z, P)
+        vmin = _vertex_min(self.pattern.to_groups(g), self.prune)
+        if self.pattern.rowwise:
+            return fz + vmin.reshape(self.rows, -1).sum(1) - (g * Z).sum(1)
+        return (fz.sum() + vmin.sum() - (g * Z).sum()).reshape(1)
 
 
 def _relaxed(problem: LayerProblem, delta: torch.Tensor, iterations: int, check_every: int,
-             z0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FISTA on f̃_i(z) = (w_i⊙z)ᵀG(w_i⊙z) − Σ_j δ_ij z_j² + Σ_j δ_ij z_j over the relaxed polytope.
+             z0: torch.Tensor | None, *, dtype: torch.dtype = torch.float64, tol: float = 0.0,
+             lam_max: float | None = None, matmul_dtype: torch.dtype | None = None,
+             proj_rtol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Preconditioned FISTA on f̃ (see _Reformulated) over the relaxed polytope; returns valid bounds, Z, f̃(Z).
 
-    Needs every D_wi G D_wi − diag(δ_i) ⪰ 0 (f̃ convex). Returns the best FW dual bounds
-    (per row, or 1 element when unstructured), the final iterate Z and the per-row f̃(Z).
+    Needs every D_wi G D_wi − diag(δ_i) ⪰ 0 (f̃ convex). Metric h_ij = q_ij = w_ij² G_jj (the diagonal
+    of D_wi G D_wi): in it the Hessian of row i is 2·S_i(C − diag s_i)S_i with C the input correlation
+    matrix, s_ij = δ_ij / q_ij and S_i = diag(sign w_i), so one step 1/L with
+    L = 2·(λ_max(C) − min s)·1.02 serves every row (``lam_max``: λ_max(C), computed when None), and
+    the conditioning no longer depends on the scales of the weights or of the inputs. Entries with
+    q_ij = 0 do not enter f̃ and get a tiny h. Projections in that metric (_project_capped, relative
+    accuracy ``proj_rtol`` of the group sums).
+
+    Rows are independent problems for per-row / N:M patterns, each with its own momentum and
+    gradient restart (O'Donoghue–Candès: momentum is reset where ⟨Y − Z⁺, Z⁺ − Z⟩ > 0); unstructured
+    problems restart as a whole. One matmul per iteration, P(Y) = P(Z⁺) + β(P(Z⁺) − P(Z)) by
+    linearity, in ``matmul_dtype`` (default ``dtype``); the rest in ``dtype`` (float32 is the fast
+    path). Every ``check_every`` iterations the FW bound is evaluated and the best iterate per row
+    kept; the run stops early once Σ(f̃(Z) − best bound) ≤ tol·Σ f̃(Z). The returned bounds (per row,
+    or 1 element when unstructured) are evaluated at the best iterates in float64 with the exact G,
+    so they are valid whatever ``dtype``/``matmul_dtype`` the iterations used. Returns
+    (bounds, final Z, f̃(Z) per row), float64.
     """
     pat = problem.pattern
-    W = problem.W.to(torch.float64)
-    G = problem.G.to(torch.float64)
-    rows, d = W.shape
-    n_groups, size = pat.group_shape(rows, d)
-    prune = size - problem.keep  # pruned entries per group
+    F = _Reformulated(problem, delta, dtype, matmul_dtype)
+    rows, d, dev = F.rows, F.d, F.W.device
+    W64, G64 = problem.W.to(torch.float64), problem.G.to(torch.float64)
+    q = W64 * W64 * G64.diagonal().clamp_min(0)[None, :]
+    live = q > 0
+    s_min = float((delta.to(torch.float64) / q.clamp_min(1e-300))[live].min()) if bool(live.any()) else 0.0
+    if lam_max is None:
+        lam_max = correlation_extremes(G64)[1]
+    L = max(2.0 * 1.02 * (lam_max - s_min), 1e-12)
+    h64 = q + 1e-12 * q.mean() + 1e-300  # tiny where q = 0: a flat direction
+    h, ih = h64.to(dtype), (1.0 / h64).to(dtype)
+    hg, ihg = pat.to_groups(h), pat.to_groups(ih)
+    a = ih / L  # the preconditioned step
 
-    def value_grad(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        R = W * Z
-        RG = R @ G
-        return (RG * R).sum(1) + (delta * Z * (1.0 - Z)).sum(1), 2.0 * W * RG + delta * (1.0 - 2.0 * Z)
+    def project(Yv: torch.Tensor, tau: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        Zg, tau = _project_capped(pat.to_groups(Yv), float(F.prune), tau=tau, ih=ihg, h=hg, rtol=proj_rtol)
+        return pat.from_groups(Zg, rows, d), tau
 
-    def bound(Z: torch.Tensor) -> torch.Tensor:
-        fz, g = value_grad(Z)
-        vmin = _vertex_min(pat.to_groups(g), prune)
-        lin = vmin.reshape(rows, -1).sum(1) if pat.rowwise else vmin
-        inner = (g * Z).sum(1)
-        if pat.rowwise:
-            return fz + lin - inner
-        return (fz.sum() + lin.sum() - inner.sum()).reshape(1)
-
-    def project(Y: torch.Tensor) -> torch.Tensor:
-        return pat.from_groups(_project_capped(pat.to_groups(Y), float(prune)), rows, d)
-
-    def hess(V: torch.Tensor) -> torch.Tensor:  # ½ ∇²f̃ applied row by row
-        return W * ((W * V) @ G) - delta * V
-
-    # step sizes: L_i = 2 λ_max(D_wi G D_wi − diag δ_i) by power iteration (×1.1), global for unstructured
-    v = torch.randn(rows, d, dtype=torch.float64, device=W.device, generator=_gen(W.device, problem.seed))
-    for _ in range(30):
-        v = hess(v)
-        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    lam = (hess(v) * v).sum(1).clamp_min(1e-300)
-    L = 2.2 * lam
-    if not pat.rowwise:
-        L = L.max().expand(rows)
-    step = (1.0 / L)[:, None]
-
-    Z = project(torch.full((rows, d), prune / size, dtype=torch.float64, device=W.device)) if z0 is None else project(z0.to(torch.float64))
-    best = bound(Z)
-    Y, t = Z.clone(), 1.0
-    fz_prev = value_grad(Z)[0].sum()
+    start = torch.full((rows, d), F.prune / F.size, dtype=dtype, device=dev) if z0 is None else z0.to(dtype)
+    Z, tau = project(start, None)
+    P = F.product(Z)
+    fz = F.value(Z, P)
+    best = F.bound(Z, P, fz)
+    Zbest = Z.clone()
+    Y, PY = Z, P
+    t = torch.ones(rows, 1, dtype=dtype, device=dev)
     for it in range(1, iterations + 1):
-        _, gy = value_grad(Y)
-        Zn = project(Y - step * gy)
-        fz = value_grad(Zn)[0].sum()
-        if fz > fz_prev:  # adaptive restart keeps FISTA monotone-ish
-            t = 1.0
-            Y = Z.clone()
-            continue
-        tn = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-        Y = Zn + ((t - 1.0) / tn) * (Zn - Z)
-        Z, t, fz_prev = Zn, tn, fz
+        Zn, tau = project(torch.addcmul(Y, a, F.grad(Y, PY), value=-1.0), tau)
+        Pn = F.product(Zn)
+        step = Zn - Z
+        inner = ((Y - Zn) * step).sum(1, keepdim=True)
+        restart = inner > 0 if pat.rowwise else (inner.sum() > 0).expand(rows, 1)
+        tn = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
+        beta = ((t - 1.0) / tn).masked_fill_(restart, 0.0)
+        t = tn.masked_fill_(restart, 1.0)
+        Y = torch.addcmul(Zn, beta, step)
+        PY = torch.addcmul(Pn, beta, Pn - P)
+        Z, P = Zn, Pn
         if it % check_every == 0 or it == iterations:
-            best = torch.maximum(best, bound(Z))
-    best = torch.maximum(best, bound(Z))
-    return best, Z, value_grad(Z)[0]
+            fz = F.value(Z, P)
+            b = F.bound(Z, P, fz)
+            if pat.rowwise:
+                up = b > best
+                Zbest[up] = Z[up]
+                best = torch.maximum(best, b)
+            elif float(b) > float(best):
+                Zbest, best = Z.clone(), b
+            if tol > 0 and float(fz.sum() - best.sum()) <= tol * float(fz.sum().abs()):
+                break
+    F64 = _Reformulated(problem, delta, torch.float64)
+    Zb = Zbest.to(torch.float64)
+    Z64 = Z.to(torch.float64)
+    return F64.bound(Zb, F64.product(Zb)), Z64, F64.value(Z64, F64.product(Z64))
 
 
 def _scaled_corr(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,6 +315,35 @@ def rowwise_shifts(problem: LayerProblem, Z: torch.Tensor, mu: float, gammas: Se
     return [torch.cat(cs, 0) * W * W * dg * live[None, :] for cs in cands]
 
 
+def layer_shift(problem: LayerProblem, Z: torch.Tensor, mu: float, newton: int = 6) -> torch.Tensor:
+    """One diagonal shift for the whole layer: δ_ij = s_j w_ij² G_jj with C − diag s ⪰ 0.
+
+    C = diag(G)^{-½} G diag(G)^{-½}; then D_wi G D_wi − diag δ_i = D_wi diag(G)^{½}(C − diag s)
+    diag(G)^{½} D_wi ⪰ 0 for every row at once (the Jacobi shift is s = μ·1). The bound is concave in
+    s with supergradient c_j = Σ_i w_ij² G_jj z_ij(1 − z_ij) at the relaxed minimiser; we maximise
+    cᵀs over {C − diag s ≻ 0, s ≥ μ − max(μ/2, 0.02)} at the current Z by the barrier path of
+    rowwise_shifts — one d×d problem, O(d³), instead of one per row — and re-make it PSD with a
+    margin by eigvalsh. Returns δ (rows × d, float64).
+    """
+    W = problem.W.to(torch.float64)
+    G = problem.G.to(torch.float64)
+    d = G.shape[0]
+    C, live = _scaled_corr(G)
+    q = W * W * G.diagonal().clamp_min(0)[None, :]
+    if mu <= 0:
+        return mu * q
+    c = (q * Z * (1.0 - Z)).sum(0, keepdim=True)
+    c = c + 1e-3 * c.mean() + 1e-300
+    c = c / c.sum()
+    lo = mu - max(0.5 * mu, 0.02)
+    slp = _barrier_lp(C[None], c, lo, 0.5 * (lo + mu), (float(d), 10.0 * d), newton=newton)
+    s = _psd_fix(C[None], slp)[0]
+    return s[None, :] * q * live[None, :]
+
+
+SHIFTS = ("jacobi", "layer", "rowwise", "none")
+
+
 @torch.no_grad()
 def relaxation_bound(
     problem: LayerProblem,
@@ -249,47 +352,54 @@ def relaxation_bound(
     reformulate: bool = True,
     check_every: int = 10,
     z0: torch.Tensor | None = None,
-    shift: str = "rowwise",
+    shift: str = "jacobi",
     rowwise_max_d: int = 512,
+    tol: float = 3e-3,
+    dtype: torch.dtype = torch.float32,
+    matmul_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Root-relaxation lower bound, per row (rowwise patterns) or as a 1-element tensor (unstructured).
 
-    Accelerated projected gradient (FISTA with restarts) on f̃ over the relaxed polytope,
-    evaluating the FW dual bound every ``check_every`` iterations; returns the best bounds.
-    ``shift``: "jacobi" (δ_ij = μ w_ij² G_jj, one μ for all), "rowwise" (starts from jacobi,
-    then per-row optimised δ_i, see rowwise_shifts; per row the best of all candidates),
-    or "none" (also when ``reformulate`` is False; a valid bound only if f is convex on Z).
-    The rowwise step costs O(rows·d³) (batched Cholesky/eigvalsh); above ``rowwise_max_d``
-    inputs it is skipped (jacobi bound, info["shift"] says so).
+    Accelerated projected gradient (FISTA with per-row restarts, see _relaxed) on f̃ over the
+    relaxed polytope, at most ``iterations`` steps in ``dtype``, stopping once the FW gap is within
+    ``tol`` of the relaxed value; the bound itself is evaluated in float64, so it is valid for any
+    ``dtype``/``tol``. ``shift`` (the convex reformulation):
+
+    * "jacobi" (default): δ_ij = μ w_ij² G_jj with one μ = λ_min(C) (jacobi_shift) — one eigvalsh
+      per G and one relaxation;
+    * "layer": starts from jacobi, then one shift vector optimised for the layer (layer_shift,
+      one O(d³) barrier solve and a second relaxation); per row the better bound;
+    * "rowwise": starts from jacobi, then per-row optimised δ_i (rowwise_shifts, O(rows·d³),
+      the tightest and by far the slowest); per row the best of all candidates; above
+      ``rowwise_max_d`` inputs it falls back to "layer" (info["shift"] says so);
+    * "none" (also when ``reformulate`` is False): no shift, a valid bound only if f is convex on Z.
     """
-    if shift not in ("rowwise", "jacobi", "none"):
-        raise ValueError(f"shift must be 'rowwise', 'jacobi' or 'none', got {shift!r}")
+    if shift not in SHIFTS:
+        raise ValueError(f"shift must be one of {', '.join(map(repr, SHIFTS))}, got {shift!r}")
     if not reformulate:
         shift = "none"
     if shift == "rowwise" and problem.d > rowwise_max_d:
-        shift = "jacobi"
+        shift = "layer"
     W = problem.W.to(torch.float64)
     G = problem.G.to(torch.float64)
-    mu = jacobi_shift(G) if shift != "none" else 0.0
+    lam_min, lam_max = correlation_extremes(G)  # one eigvalsh: the shift and the step size
+    mu = jacobi_shift(G, lam_min=lam_min) if shift != "none" else 0.0
     q = W * W * G.diagonal().clamp_min(0)[None, :]
-    best, Z, fz = _relaxed(problem, mu * q, iterations, check_every, z0)
-    info: dict[str, Any] = {"mu": mu, "shift": shift, "iterations": iterations,
-                            "relaxed_value": float(fz.sum()), "jacobi_bound": float(best.clamp_min(0).sum())}
-    if shift == "rowwise" and mu > 0:
-        for delta in rowwise_shifts(problem, Z, mu):
-            b, _, fz2 = _relaxed(problem, delta, iterations, check_every, Z)
+    run = dict(dtype=dtype, tol=tol, lam_max=lam_max, matmul_dtype=matmul_dtype)
+    best, Z, fz = _relaxed(problem, mu * q, iterations, check_every, z0, **run)
+    info: dict[str, Any] = {"mu": mu, "lambda_max": lam_max, "shift": shift, "iterations": iterations,
+                            "dtype": str(dtype).replace("torch.", ""), "relaxed_value": float(fz.sum()),
+                            "jacobi_bound": float(best.clamp_min(0).sum())}
+    if shift in ("layer", "rowwise") and mu > 0:
+        deltas = [layer_shift(problem, Z, mu)] if shift == "layer" else rowwise_shifts(problem, Z, mu)
+        for delta in deltas:
+            b, _, fz2 = _relaxed(problem, delta, iterations, check_every, Z, **run)
             if problem.pattern.rowwise:
                 best = torch.maximum(best, b)
             elif float(b.sum()) > float(best.sum()):
                 best = b
             info["relaxed_value"] = max(info["relaxed_value"], float(fz2.sum()))
     return best, info
-
-
-def _gen(device: torch.device, seed: int) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
 
 
 def certify_layer(
@@ -301,21 +411,24 @@ def certify_layer(
     bnb_time_limit: float = 1.0,
     bnb_node_limit: int = 100_000,
     reformulate: bool = True,
-    shift: str = "rowwise",
+    shift: str = "jacobi",
+    tol: float = 3e-3,
+    dtype: torch.dtype = torch.float32,
 ) -> LayerCertificate:
     """Certified lower bound on min_M err(M) for the problem's pattern and the gap of ``mask``.
 
     ``rows``: rows (per-row / N:M patterns) whose bound is deepened by branch-and-bound
-    (``bnb_time_limit`` seconds each, seeded with the mask's row). ``shift``: the convex
-    reformulation of the root bound ("rowwise" per-row optimised diagonal shift, default;
-    "jacobi" the single Jacobi shift μ; see relaxation_bound).
+    (``bnb_time_limit`` seconds each, seeded with the mask's row). ``shift``, ``iterations``,
+    ``tol``, ``dtype``: the root bound (see relaxation_bound; "jacobi" by default, cheap enough for
+    every prune; "layer" and "rowwise" are tighter and slower).
     """
     t0 = time.perf_counter()
     if not problem.is_feasible(mask):
         raise ValueError(f"{problem.name or 'layer'}: mask does not satisfy pattern {problem.pattern} at sparsity {problem.sparsity}")
     row_err = problem.row_errors(mask)
     error = float(row_err.sum())
-    bounds, info = relaxation_bound(problem, iterations=iterations, reformulate=reformulate, shift=shift)
+    bounds, info = relaxation_bound(problem, iterations=iterations, reformulate=reformulate, shift=shift, tol=tol,
+                                    dtype=dtype)
     bounds = bounds.cpu().clamp_min(0.0)  # err ≥ 0 always (G is a Gram matrix)
     rows_bnb: list[int] = []
     n_opt = 0
@@ -323,24 +436,12 @@ def certify_layer(
     if rows is not None and len(rows):
         if not problem.pattern.rowwise:
             raise ValueError("branch-and-bound row bounds need a per-row or N:M pattern (rows are coupled when unstructured)")
-        from ..solve.bnb.lmo import MaskLMO
-        from ..solve.bnb.mask import solve_row
-        from ..solve.bnb.tree import BnBConfig
-
-        pat = problem.pattern
-        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
-        Wn = problem.W.detach().to(torch.float64).cpu().numpy()
-        Gn = problem.G.detach().to(torch.float64).cpu().numpy()
-        Mn = mask.detach().cpu().numpy().astype(float)
-        mu = info["mu"]
         cfg = BnBConfig(time_limit=bnb_time_limit, node_limit=bnb_node_limit)
-        improved = 0
-        for i in sorted(set(int(r) for r in rows)):
-            res = solve_row(Wn[i], Gn, lmo, config=cfg, seeds=[Mn[i]], mu=mu)
-            bounds[i] = max(float(bounds[i]), res.lower_bound)
-            rows_bnb.append(i)
-            n_opt += res.status == "optimal"
-            improved += res.error < float(row_err[i]) * (1 - 1e-9)
+        res = solve_rows(problem, sorted(set(int(r) for r in rows)), seed_mask=mask, config=cfg, mu=info["mu"])
+        bounds[res.rows] = torch.maximum(bounds[res.rows], res.lower_bounds)
+        rows_bnb = res.rows
+        n_opt = res.n_optimal
+        improved = int((res.errors < row_err.cpu()[res.rows] * (1 - 1e-9)).sum())
         info["rows_improvable"] = improved
         method = "root+bnb"
     if problem.pattern.rowwise:

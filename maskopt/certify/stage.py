@@ -42,7 +42,7 @@ class CertifyOptions:
     iterations: int = 300  # iterations of the root relaxation per layer
     bnb_rows: int = 0  # deepen the bound of the first N rows of every layer by branch-and-bound
     bnb_time_limit: float = 1.0  # seconds of branch-and-bound per selected row
-    shift: Literal["rowwise", "jacobi"] = "rowwise"  # root bound: per-row diagonal shift (tighter) or Jacobi (fast)
+    shift: Literal["jacobi", "layer", "rowwise"] = "jacobi"  # root bound: one shift (fast), one per layer, or per row (tightest)
 
 
 class CertifyStage(Stage):

@@ -16,16 +16,3 @@ def most_fractional(x: np.ndarray, integer: np.ndarray, lb: np.ndarray, ub: np.n
         return -1
     frac = np.where(free, fractionality(x, integer), -1.0)
     return int(np.argmax(frac))
-
-
-def largest_gradient(x: np.ndarray, integer: np.ndarray, lb: np.ndarray, ub: np.ndarray, g: np.ndarray) -> int:
-    """Among free integer variables, the most fractional one, ties broken by the largest |g_j|."""
-    free = integer & (ub > lb)
-    if not free.any():
-        return -1
-    frac = fractionality(x, integer)
-    score = np.where(free, frac + 1e-9 * np.abs(g) / (np.abs(g).max() + 1e-300), -1.0)
-    return int(np.argmax(score))
-
-
-RULES = {"most_fractional": most_fractional}

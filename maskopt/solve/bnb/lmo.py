@@ -12,6 +12,10 @@ from typing import Protocol
 
 import numpy as np
 
+from ..fw.active_set import LMOLimit
+
+__all__ = ["BoundedLMO", "Infeasible", "LMOLimit", "MaskLMO"]
+
 
 class Infeasible(Exception):
     """The node's bounds leave no integer-feasible point."""

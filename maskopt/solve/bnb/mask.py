@@ -8,8 +8,9 @@ for any diagonal S with Q − S ⪰ 0
 
 so its relaxation gives a tighter valid bound (a diagonal "convex reformulation").
 We use S = μ·diag(Q) with μ = λ_min(diag(G)^{-½} G diag(G)^{-½}) (the same μ for every
-row). The B&B runs on f̃ with the top-k LMO; incumbents are seeded by Wanda, the
-caller's masks and 1-swap local search.
+row). The B&B runs on f̃ with the top-k LMO; incumbents are seeded by the top-k of
+w²·diag(G), the caller's masks and 1-swap local search. ``solve_rows`` is the one bridge
+from a LayerProblem to these rows (used by method 'exact' and by certify).
 """
 from __future__ import annotations
 
@@ -18,23 +19,40 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
+from ..problem import LayerProblem
 from .local_search import swap_descent
 from .lmo import MaskLMO
 from .objectives import QuadraticObjective
 from .tree import BnBConfig, BranchAndBound
 
 
-def jacobi_shift(G: np.ndarray, safety: float = 1e-7) -> float:
-    """μ ≥ 0 with G − μ·diag(G) ⪰ 0: the smallest eigenvalue of the unit-diagonal scaling of G."""
-    G = np.asarray(G, dtype=np.float64)
-    dg = np.diag(G)
+def correlation_extremes(G: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """(λ_min, λ_max) of C = diag(G)^{-½} G diag(G)^{-½} over the live inputs (G_jj > 0), float64.
+
+    A dead input has a zero row and column in a Gram matrix, so it adds nothing; (0, 0) when
+    every input is dead. One eigvalsh; accepts a tensor or an ndarray.
+    """
+    G = torch.as_tensor(G).to(torch.float64)
+    dg = G.diagonal()
     live = dg > 0
-    if live.sum() == 0:
-        return 0.0
-    s = 1.0 / np.sqrt(dg[live])
-    C = G[np.ix_(live, live)] * s[:, None] * s[None, :]
-    lam = float(np.linalg.eigvalsh(0.5 * (C + C.T))[0])
+    if not bool(live.any()):
+        return 0.0, 0.0
+    s = dg[live].rsqrt()
+    C = G[live][:, live] * s[:, None] * s[None, :]
+    lam = torch.linalg.eigvalsh(0.5 * (C + C.T))
+    return float(lam[0]), float(lam[-1])
+
+
+def jacobi_shift(G: torch.Tensor | np.ndarray, safety: float = 1e-7, lam_min: float | None = None) -> float:
+    """μ ≥ 0 with G − μ·diag(G) ⪰ 0.
+
+    μ = λ_min(C) (correlation_extremes, or ``lam_min`` when the caller has it), lowered by a
+    relative ``safety`` margin against rounding. The one Jacobi shift of the package (B&B rows and
+    the certified bounds); accepts a tensor or an ndarray, computes in float64.
+    """
+    lam = correlation_extremes(G)[0] if lam_min is None else lam_min
     return max(0.0, lam * (1.0 - safety) - safety)
 
 
@@ -71,7 +89,8 @@ class RowResult:
 
 
 def seed_masks(w: np.ndarray, G: np.ndarray, lmo: MaskLMO, seeds: Iterable[np.ndarray] = (), local_search: bool = True) -> list[np.ndarray]:
-    """Wanda's mask plus the given ones, each improved by 1-swaps."""
+    """The row's own start (top-k of w_j²·G_jj: the mask minimising the diagonal part of f, the same
+    ranking as Wanda's score |w_j|·‖x_j‖) plus the given ones, each improved by 1-swaps."""
     score = np.abs(w) * np.sqrt(np.clip(np.diag(G), 0, None))
     zero = np.zeros(len(w))
     out = [lmo(-score, zero, np.ones(len(w)))]
@@ -115,3 +134,57 @@ def solve_row(
         root_bound=min(res.root_bound, err) if math.isfinite(res.root_bound) else lb,
         info={"iterations": res.iterations, "lmo_calls": res.lmo_calls, "mu": mu, **res.info},
     )
+
+
+@dataclass
+class RowsResult:
+    """Branch-and-bound results for chosen rows of a layer (index k of every field ↔ ``rows[k]``)."""
+
+    rows: list[int]
+    masks: torch.Tensor  # bool (len(rows), d): the best mask found per row
+    errors: torch.Tensor  # float64: f(mask) per row
+    lower_bounds: torch.Tensor  # float64: certified per-row bounds, ≤ errors
+    statuses: list[str]
+    nodes: int
+    mu: float  # the Jacobi shift the rows were reformulated with
+
+    @property
+    def n_optimal(self) -> int:
+        return sum(s == "optimal" for s in self.statuses)
+
+
+def solve_rows(
+    problem: LayerProblem,
+    rows: Iterable[int],
+    *,
+    seed_mask: torch.Tensor | None = None,
+    config: BnBConfig | None = None,
+    mu: float | None = None,
+    local_search: bool = True,
+) -> RowsResult:
+    """The bridge from a LayerProblem (per-row or N:M pattern) to one ``solve_row`` per chosen row.
+
+    Row i minimises (w_i⊙(1−m))ᵀG(w_i⊙(1−m)) over the masks of the pattern (rows are independent).
+    ``seed_mask`` (rows × d) offers its row i as an incumbent of row i; ``mu`` defaults to
+    jacobi_shift(G), computed once for all rows. W and G are taken in float64 on the CPU.
+    """
+    pat = problem.pattern
+    if not pat.rowwise:
+        raise ValueError("per-row branch-and-bound needs a per-row or N:M pattern (unstructured couples all rows)")
+    rows = list(rows)
+    W = problem.W.detach().to(torch.float64).cpu().numpy()
+    G = problem.G.detach().to(torch.float64).cpu().numpy()
+    seeds = None if seed_mask is None else seed_mask.detach().cpu().numpy().astype(np.float64)
+    lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
+    if mu is None:
+        mu = jacobi_shift(G)
+    masks = np.zeros((len(rows), problem.d), dtype=bool)
+    errors, bounds, statuses, nodes = np.zeros(len(rows)), np.zeros(len(rows)), [], 0
+    for k, i in enumerate(rows):
+        res = solve_row(W[i], G, lmo, config=config, seeds=() if seeds is None else [seeds[i]], mu=mu,
+                        local_search=local_search)
+        masks[k], errors[k], bounds[k] = res.mask, res.error, res.lower_bound
+        statuses.append(res.status)
+        nodes += res.nodes
+    return RowsResult(rows, torch.from_numpy(masks), torch.from_numpy(errors), torch.from_numpy(bounds),
+                      statuses, nodes, float(mu))

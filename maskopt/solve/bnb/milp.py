@@ -5,12 +5,19 @@
 The oracle solves min ⟨g, x⟩ over it with the node's bounds, so every vertex it returns
 is mixed-integer feasible; conv of those vertices is the integer hull the FW relaxation
 works on. One HiGHS model is built once and only costs and bounds change per call.
+
+Only HiGHS's "Optimal" is an answer and only "Infeasible" prunes. Any other status (the
+``time_limit`` hit, iteration limits, unbounded-or-infeasible, solver errors) raises
+``LMOLimit`` with the feasible point HiGHS found (if any) and its MIP dual bound (−inf when it
+has none, e.g. for a pure LP): the B&B then stops that node as unsolved and never claims
+optimality over it. ``feasible`` answers True when HiGHS could not decide (keeping a node is
+safe, dropping it is not) and counts those calls in ``undecided``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .lmo import Infeasible
+from .lmo import Infeasible, LMOLimit
 
 
 class HighsLMO:
@@ -62,6 +69,7 @@ class HighsLMO:
         self.h = h
         self._all = np.arange(self.n, dtype=np.int32)
         self.calls = 0
+        self.undecided = 0  # feasibility checks HiGHS could not decide (answered True)
 
     def _set_bounds(self, lb: np.ndarray, ub: np.ndarray) -> None:
         self.h.changeColsBounds(self.n, self._all, np.asarray(lb, dtype=np.float64), np.asarray(ub, dtype=np.float64))
@@ -72,8 +80,20 @@ class HighsLMO:
         self.h.changeColsCost(self.n, self._all, np.asarray(g, dtype=np.float64))
         self.h.run()
         status = self.h.getModelStatus()
-        if status != self._highspy.HighsModelStatus.kOptimal:
-            raise Infeasible(f"HiGHS LMO: {self.h.modelStatusToString(status)}")
+        kinds = self._highspy.HighsModelStatus
+        if status == kinds.kOptimal:
+            return self._solution(lb, ub)
+        message = f"HiGHS LMO: {self.h.modelStatusToString(status)}"
+        if status == kinds.kInfeasible:
+            raise Infeasible(message)
+        info = self.h.getInfo()
+        has_point = int(info.primal_solution_status) == int(self._highspy.SolutionStatus.kSolutionStatusFeasible)
+        bound = float(info.mip_dual_bound) if self.integer.any() else -np.inf
+        if not np.isfinite(bound) or status == kinds.kUnbounded:
+            bound = -np.inf
+        raise LMOLimit(message, self._solution(lb, ub) if has_point else None, bound)
+
+    def _solution(self, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
         x = np.array(self.h.getSolution().col_value, dtype=np.float64)
         x[self.integer] = np.round(x[self.integer])
         return np.clip(x, lb, ub)
@@ -84,3 +104,6 @@ class HighsLMO:
             return True
         except Infeasible:
             return False
+        except LMOLimit:
+            self.undecided += 1
+            return True

@@ -6,6 +6,11 @@ For convex f every iterate gives the valid bound f* ≥ f(x) − gap(x); a node 
 its bound reaches the incumbent minus the tolerance. Every LMO vertex is integer-feasible
 and is tried as an incumbent. Anytime: time / node limits return the incumbent with the
 global bound min(open bounds, tolerance-pruned bounds, incumbent).
+
+An LMO that cannot answer (``LMOLimit``, e.g. a MILP oracle at its time limit) stops its node as
+*unsolved*: the node keeps the best bound proven for it (its parent's, or the oracle's dual bound),
+is never pruned on the failed call, counts in the final lower bound, and the run's status is then
+"lmo_limit", never "optimal" or "infeasible".
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import numpy as np
 
 from ..fw.active_set import ActiveSet, Objective, bpcg
 from .branching import fractionality, most_fractional
-from .lmo import BoundedLMO, Infeasible
+from .lmo import BoundedLMO, Infeasible, LMOLimit
 from .node import Node
 
 
@@ -42,7 +47,7 @@ class BnBResult:
     x: np.ndarray | None  # best integer-feasible point (None if none was found)
     value: float  # its objective value (inf if none)
     lower_bound: float  # certified lower bound on the optimum
-    status: str  # "optimal" | "time_limit" | "node_limit" | "infeasible"
+    status: str  # "optimal" | "time_limit" | "node_limit" | "infeasible" | "lmo_limit"
     nodes: int
     iterations: int  # FW iterations over all nodes
     lmo_calls: int
@@ -79,6 +84,8 @@ class BranchAndBound:
         self.best_x: np.ndarray | None = None
         self.best_value = math.inf
         self._pruned_min = math.inf  # smallest bound among nodes pruned within the tolerance
+        self._unsolved_min = math.inf  # smallest bound among nodes stopped by an LMOLimit
+        self.unsolved = 0
         self._ids = 0
         self.iterations = self.lmo_calls = self.nodes = 0
         self.incumbent_updates = 0
@@ -117,6 +124,13 @@ class BranchAndBound:
             return True
         return False
 
+    def _stop_unsolved(self, bound: float) -> list[Node]:
+        """The LMO could not answer at a node: keep its proven bound unless it prunes anyway."""
+        if not self._prune(bound):
+            self.unsolved += 1
+            self._unsolved_min = min(self._unsolved_min, bound)
+        return []
+
     def solve(self) -> BnBResult:
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -149,8 +163,10 @@ class BranchAndBound:
                 heap = [Node(self._key(n.bound, n.depth), n.id, n.lb, n.ub, n.bound, n.depth, n.active, n.x_hint) for n in heap]
                 heapq.heapify(heap)
         open_min = min((n.bound for n in heap), default=math.inf)
-        lower = min(open_min, self._pruned_min, self.best_value)
-        if not heap and self.best_x is None:
+        lower = min(open_min, self._pruned_min, self._unsolved_min, self.best_value)
+        if self.unsolved and status == "optimal":
+            status = "lmo_limit"
+        elif not heap and self.best_x is None:
             status = "infeasible"
         return BnBResult(
             x=self.best_x,
@@ -162,7 +178,7 @@ class BranchAndBound:
             lmo_calls=self.lmo_calls,
             time=time.perf_counter() - t0,
             root_bound=float(root_bound),
-            info={"open_nodes": len(heap), "incumbent_updates": self.incumbent_updates},
+            info={"open_nodes": len(heap), "incumbent_updates": self.incumbent_updates, "unsolved_nodes": self.unsolved},
         )
 
     def _next_id(self) -> int:
@@ -177,10 +193,17 @@ class BranchAndBound:
         active = node.active
         if active is None:
             hint = node.x_hint if node.x_hint is not None else 0.5 * (np.clip(lb, -1e6, 1e6) + np.clip(ub, -1e6, 1e6))
+            hint = np.clip(hint, lb, ub)
+            g0 = f.grad(hint)
             try:
-                v = lmo(f.grad(np.clip(hint, lb, ub)))
+                v = lmo(g0)
             except Infeasible:
                 return []
+            except LMOLimit as e:
+                self.lmo_calls += 1
+                if e.vertex is not None:
+                    self.offer(e.vertex)
+                return self._stop_unsolved(max(node.bound, f.value(hint) + e.bound - float(g0 @ hint)))
             self.lmo_calls += 1
             self.offer(v)
             active = ActiveSet.vertex(v)
@@ -200,6 +223,8 @@ class BranchAndBound:
         bound = max(node.bound, res.lower_bound)
         if is_root:
             self._root_bound = bound
+        if res.status == "lmo_limit":
+            return self._stop_unsolved(bound)
         if self._prune(bound):
             return []
         x = res.x
@@ -230,10 +255,18 @@ class BranchAndBound:
         j = most_fractional(x, self.integer, lb, ub)
         if j < 0:  # every integer variable fixed: the relaxation is the node's problem
             if res.status != "converged":  # give the leaf a final push
-                res2 = bpcg(f, lambda g: self.lmo(g, lb, ub), res.active.restrict(lb, ub) or ActiveSet.vertex(self.lmo(res.grad, lb, ub)),
+                start = res.active.restrict(lb, ub)
+                if start is None:
+                    try:
+                        start = ActiveSet.vertex(self.lmo(res.grad, lb, ub))
+                    except LMOLimit:
+                        return self._stop_unsolved(bound)
+                res2 = bpcg(f, lambda g: self.lmo(g, lb, ub), start,
                             max_iter=10 * cfg.node_iter, gap_tol=self.tol * 0.5, cutoff=self.cutoff, on_vertex=self.offer)
                 self.iterations += res2.iterations
                 bound = max(bound, res2.lower_bound)
+                if res2.status == "lmo_limit":
+                    return self._stop_unsolved(bound)
                 self.offer(np.where(self.integer, np.round(res2.x), res2.x))
             if not self._prune(bound):
                 self._pruned_min = min(self._pruned_min, bound)  # unresolved leaf: keep its bound honest

@@ -36,6 +36,21 @@ class Objective(Protocol):
 LMO = Callable[[np.ndarray], np.ndarray]
 
 
+class LMOLimit(Exception):
+    """The oracle stopped before proving its answer (time limit, iteration limit, numerical trouble).
+
+    Neither the minimiser nor infeasibility is known, so the node must not be pruned on it.
+    ``vertex``: an integer-feasible point it found (None if none); ``bound``: a valid lower bound
+    on min ⟨g, v⟩ over the node's points (−inf when unknown). For convex f and any x this gives
+    min f ≥ f(x) + bound − ⟨g, x⟩ with g = ∇f(x).
+    """
+
+    def __init__(self, message: str, vertex: np.ndarray | None = None, bound: float = -np.inf):
+        super().__init__(message)
+        self.vertex = vertex
+        self.bound = float(bound)
+
+
 @dataclass
 class ActiveSet:
     """x = weightsᵀ atoms with weights ≥ 0 summing to one; atoms are vertices (rows)."""
@@ -62,10 +77,6 @@ class ActiveSet:
         w = self.weights[ok]
         return ActiveSet(self.atoms[ok].copy(), w / w.sum())
 
-    def find(self, v: np.ndarray) -> int:
-        hit = np.flatnonzero(np.all(self.atoms == v, axis=1))
-        return int(hit[0]) if len(hit) else -1
-
 
 @dataclass
 class BPCGResult:
@@ -74,11 +85,11 @@ class BPCGResult:
     gap: float  # FW gap at x
     lower_bound: float  # best f(x_t) − gap_t over the run (valid bound on min_P f)
     grad: np.ndarray  # gradient at the returned x
-    fw_vertex: np.ndarray  # LMO vertex for grad
+    fw_vertex: np.ndarray | None  # LMO vertex for grad (None when the LMO stopped at a limit)
     active: ActiveSet
     iterations: int
     lmo_calls: int
-    status: str  # "cutoff" | "converged" | "above_cutoff_loose" | "max_iter"
+    status: str  # "cutoff" | "converged" | "above_cutoff_loose" | "max_iter" | "lmo_limit"
     new_vertices: list[np.ndarray] = field(default_factory=list)
 
 
@@ -98,7 +109,9 @@ def bpcg(
     * the lower bound f(x) − gap reaches ``cutoff`` ("cutoff": the node cannot beat the incumbent),
     * gap ≤ ``gap_tol`` ("converged"),
     * f(x) < cutoff (the relaxation can no longer reach the cutoff) and gap ≤ ``loose_gap_tol``,
-    * ``max_iter`` iterations.
+    * ``max_iter`` iterations,
+    * the LMO raised ``LMOLimit`` ("lmo_limit": it could not answer; the bound then uses its
+      dual bound, f(x) + bound − ⟨g, x⟩, or stays at the best so far when it has none).
 
     ``on_vertex(v)`` is called with every new LMO vertex (an integer-feasible point when the
     LMO works on the integer hull) and returns the possibly lowered cutoff.
@@ -111,10 +124,23 @@ def bpcg(
     status = "max_iter"
     it = 0
     g = f.grad(x)
-    w = lmo(g)
-    lmo_calls += 1
+    w: np.ndarray | None = None
     while True:
         fx = f.value(x)
+        try:
+            w = lmo(g)
+        except LMOLimit as e:  # the oracle could not answer: stop, keeping only what is proven
+            lmo_calls += 1
+            if e.vertex is not None:
+                new_vertices.append(e.vertex)
+                if on_vertex is not None:
+                    cutoff = min(cutoff, on_vertex(e.vertex))
+            gap = max(float(g @ x) - e.bound, 0.0)  # inf when the oracle has no bound
+            best_lb = max(best_lb, fx - gap)
+            w = None
+            status = "lmo_limit"
+            break
+        lmo_calls += 1
         gap = max(float(g @ (x - w)), 0.0)
         best_lb = max(best_lb, fx - gap)
         if best_lb >= cutoff:
@@ -171,8 +197,6 @@ def bpcg(
                 lam /= lam.sum()
                 x = lam @ atoms
         g = f.grad(x)
-        w = lmo(g)
-        lmo_calls += 1
     return BPCGResult(
         x=x,
         value=float(fx),

@@ -1,16 +1,17 @@
 """Exact mask selection: branch-and-bound per row with Frank-Wolfe node relaxations.
 
-Every row of a per-row / N:M problem is solved by maskopt.bnb.mask.solve_row with a
+Every row of a per-row / N:M problem is solved by maskopt.solve.bnb.mask.solve_rows with a
 time limit; when the limit hits, the row keeps its incumbent and its certified gap.
 Incumbents are seeded by the ``seed`` method (SparseSwaps when registered, else Wanda;
 1-swap local search is applied on top). Rows not in ``rows`` keep the seed's mask.
+``seed="none"`` runs no other method: each row starts from the B&B's own incumbents only (the
+top-k of w_j²·G_jj, which minimises the diagonal part of the row error, improved by 1-swaps,
+and every vertex of the node relaxations); rows not in ``rows`` then keep that top-k.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..problem import LayerProblem, Solution
@@ -24,54 +25,53 @@ class Exact:
     node_limit: int = 1_000_000  # nodes per row
     rel_tol: float = 1e-6  # relative optimality tolerance
     rows: str = "all"  # "all", or comma-separated row indices / ranges ("0,5,10-20")
-    seed: str = "auto"  # incumbent method: "auto" = sparseswaps if available else wanda; "none"
+    seed: str | None = "auto"  # incumbent method: "auto" = sparseswaps if available else wanda; "none" = B&B's own
     max_d: int = 4096  # refuse wider layers unless rows are chosen (the exact path is for small problems)
 
     def solve(self, problem: LayerProblem) -> Solution:
-        from ..bnb.lmo import MaskLMO
-        from ..bnb.mask import jacobi_shift, solve_row
+        from ..bnb.mask import solve_rows
         from ..bnb.tree import BnBConfig
 
-        pat = problem.pattern
-        if not pat.rowwise:
+        if not problem.pattern.rowwise:
             raise ValueError("method 'exact' needs a per-row or N:M pattern (unstructured couples all rows)")
         rows = parse_rows(self.rows, problem.rows)
         if self.rows == "all" and problem.d > self.max_d:
             raise ValueError(f"exact: d={problem.d} > max_d={self.max_d}; choose rows=... or raise max_d")
         seed_mask = self._seed(problem)
-        W = problem.W.detach().to(torch.float64).cpu().numpy()
-        G = problem.G.detach().to(torch.float64).cpu().numpy()
-        mask = seed_mask.detach().cpu().numpy().copy()
-        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
         cfg = BnBConfig(time_limit=self.time_limit, node_limit=self.node_limit, rel_tol=self.rel_tol)
-        mu = jacobi_shift(G)
-        errs, lbs, n_opt, nodes = [], [], 0, 0
-        for i in rows:
-            res = solve_row(W[i], G, lmo, config=cfg, seeds=[mask[i].astype(float)], mu=mu)
-            mask[i] = res.mask
-            errs.append(res.error)
-            lbs.append(res.lower_bound)
-            n_opt += res.status == "optimal"
-            nodes += res.nodes
-        err, lb = float(sum(errs)), float(sum(lbs))
+        res = solve_rows(problem, rows, seed_mask=seed_mask, config=cfg)
+        if seed_mask is None:  # the B&B's own start: top-k of the diagonal error w_j² G_jj
+            W = problem.W.to(torch.float64)
+            seed_mask = problem.topk(W * W * problem.G.diagonal().to(torch.float64).clamp_min(0))
+        mask = seed_mask.detach().cpu().clone()
+        mask[rows] = res.masks
+        err, lb = float(res.errors.sum()), float(res.lower_bounds.sum())
         info = {
             "rows_solved": len(rows),
-            "rows_optimal": n_opt,
-            "nodes": nodes,
+            "rows_optimal": res.n_optimal,
+            "nodes": res.nodes,
             "rows_error": err,
             "rows_lower_bound": lb,
             "rows_gap": (err - lb) / err if err > 0 else 0.0,
-            "mu": mu,
+            "mu": res.mu,
+            "seed": self._seed_name(),
         }
-        out = torch.as_tensor(mask, dtype=torch.bool, device=problem.W.device)
-        return Solution(out, None, info)
+        return Solution(mask.to(problem.W.device), None, info)
 
-    def _seed(self, problem: LayerProblem) -> torch.Tensor:
-        name = self.seed
-        if name == "auto":
-            name = "sparseswaps" if "sparseswaps" in available() else "wanda"
+    def _seed_name(self) -> str:
+        if self.seed is None or self.seed == "none":  # the registry turns the option string 'none' into None
+            return "none"
+        if self.seed == "auto":
+            return "sparseswaps" if "sparseswaps" in available() else "wanda"
+        return self.seed
+
+    def _seed(self, problem: LayerProblem) -> torch.Tensor | None:
+        """The seed method's mask, or None for seed="none" (no other method is run)."""
+        name = self._seed_name()
         if name == "none":
-            name = "wanda"
+            return None
+        if name == "exact":
+            raise ValueError("exact: seed='exact' would recurse; choose a heuristic method or 'none'")
         return get_method(name).solve(problem).mask
 
 
