@@ -23,7 +23,7 @@ import torch
 from ..layer_math import quad_form_rows, residual_gram, work_dtype
 from ..problem import LayerProblem, Solution
 from ..swaps import swap_delta
-from .registry import get_method, register
+from .registry import check_warm_start, get_method, register
 
 
 @register("dsnot")
@@ -32,6 +32,12 @@ class DSnoT:
     warm_start: str = "wanda"  # method whose mask DSnoT starts from
     max_cycles: int = 50  # prune-and-grow cycles per row at most
     rtol: float = 1e-10  # stop a row when its improvement is below rtol · its dense energy
+
+    def validate(self) -> None:
+        """Option values that can be checked before any model is loaded."""
+        check_warm_start("dsnot", self.warm_start)
+        if self.max_cycles < 0 or self.rtol < 0:
+            raise ValueError("dsnot: max_cycles and rtol must be ≥ 0")
 
     def solve(self, problem: LayerProblem) -> Solution:
         pat = problem.pattern

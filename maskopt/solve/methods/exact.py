@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..problem import LayerProblem, Solution
-from .registry import available, get_method, register
+from .registry import available, check_warm_start, get_method, register
 
 
 @register("exact")
@@ -27,6 +27,18 @@ class Exact:
     rows: str = "all"  # "all", or comma-separated row indices / ranges ("0,5,10-20")
     seed: str | None = "auto"  # incumbent method: "auto" = sparseswaps if available else wanda; "none" = B&B's own
     max_d: int = 4096  # refuse wider layers unless rows are chosen (the exact path is for small problems)
+
+    def validate(self) -> None:
+        """Option values that can be checked before any model is loaded."""
+        if self.time_limit <= 0 or self.node_limit < 1 or self.rel_tol < 0:
+            raise ValueError("exact: time_limit must be > 0, node_limit ≥ 1 and rel_tol ≥ 0")
+        if not (isinstance(self.rows, str) and self.rows.strip().lower() == "all"):
+            try:  # the syntax only; the range is checked per layer
+                [int(b) for part in str(self.rows).split(",") if part.strip() for b in part.split("-", 1)]
+            except ValueError:
+                raise ValueError(f"exact: rows must be 'all' or indices/ranges like '0,5,10-20', got {self.rows!r}") from None
+        if self.seed not in (None, "auto", "none"):
+            check_warm_start("exact", self.seed)
 
     def solve(self, problem: LayerProblem) -> Solution:
         from ..bnb.mask import solve_rows

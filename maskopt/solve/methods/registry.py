@@ -64,6 +64,15 @@ def get_method(name: str, **options: Any) -> Method:
     return method
 
 
+def check_warm_start(owner: str, name: str, options: dict[str, Any] | None = None) -> None:
+    """A warm-start method named in another method's options must exist (and take those options)."""
+    if name == owner:
+        raise ValueError(f"{owner} cannot warm-start from itself")
+    if name not in available():
+        raise ValueError(f"{owner}: unknown warm start {name!r}; available: {', '.join(available())}")
+    get_method(name, **(options or {}))
+
+
 def method_options(name: str) -> dict[str, Any]:
     """The options of a method with their defaults (for --help and reports)."""
     from ...options import defaults  # noqa: PLC0415

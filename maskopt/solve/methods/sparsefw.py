@@ -39,6 +39,7 @@ once the relative gap is ≤ 0.02 (further gains < 0.3 %).
 from __future__ import annotations
 
 import time
+from typing import Literal
 from dataclasses import dataclass
 
 import torch
@@ -72,10 +73,17 @@ def round_topk(pattern, m: torch.Tensor, tiebreak: torch.Tensor, keep: int) -> t
 class SparseFW:
     iterations: int = DEFAULT_ITERATIONS
     alpha: float = DEFAULT_ALPHA  # fraction of each group's budget fixed to the top Wanda scores
-    step: str = "exact"  # 'exact' (closed-form line search, monotone) or 'agnostic' (2/(t+3))
+    step: Literal["exact", "agnostic"] = "exact"  # 'exact' (closed-form line search, monotone) or 'agnostic' (2/(t+3))
     rtol: float = DEFAULT_RTOL  # stop when the relative FW gap Σ gap / L(m) ≤ rtol (0: run all iterations)
     keep_best: bool = True  # return the warm start (Wanda) mask if rounding made it worse
-    dtype: str = "auto"  # 'auto' (float64 if the problem is, else float32), 'float32', 'float64'
+    dtype: Literal["auto", "float32", "float64"] = "auto"  # 'auto' (float64 if the problem is, else float32)
+
+    def validate(self) -> None:
+        """Option values that can be checked before any model is loaded."""
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"sparsefw: alpha must be in [0, 1), got {self.alpha}")
+        if self.iterations < 1 or self.rtol < 0:
+            raise ValueError(f"sparsefw: iterations must be ≥ 1 and rtol ≥ 0, got {self.iterations}, {self.rtol}")
 
     def solve(self, problem: LayerProblem) -> Solution:
         if not 0.0 <= self.alpha < 1.0:

@@ -45,6 +45,10 @@ class SparseGPT:
     blocksize: int = 128  # columns per lazy-update block
     percdamp: float = 0.01  # damping λ = percdamp · mean(diag G)
 
+    def validate(self) -> None:
+        if self.blocksize < 1 or self.percdamp < 0:
+            raise ValueError(f"sparsegpt: blocksize must be ≥ 1 and percdamp ≥ 0, got {self.blocksize}, {self.percdamp}")
+
     def solve(self, problem: LayerProblem) -> Solution:
         dtype = work_dtype(problem.dtype)
         W = problem.W.to(dtype).clone()

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..layer_math import work_dtype
 from ..problem import LayerProblem, Solution
 from ..swaps import DEFAULT_SWAPS_PER_ITER, DEFAULT_TOL, memory_cap_bytes, swap_refine
-from .registry import get_method, register
+from .registry import check_warm_start, get_method, register
 
 
 @register("sparseswaps")
@@ -41,10 +41,16 @@ class SparseSwaps:
     max_iter: int | None = None  # None (or ≤ 0): until every row is 1-swap optimal or stopped by tol
     tol: float = DEFAULT_TOL  # a row stops when its best Δ > −tol · (layer error / rows)
     swaps_per_iter: int = DEFAULT_SWAPS_PER_ITER  # disjoint improving swaps applied per row and iteration
-    search: str = "screened"  # 'screened' (exact, bound screening) or 'exhaustive' (every pair)
+    search: Literal["screened", "exhaustive"] = "screened"  # 'screened' (exact, bound screening) or 'exhaustive' (every pair)
     mem_cap_mb: float | None = None  # cap on temporaries; None: a quarter of the free device memory
-    refit: bool = False
-    dtype: str = "auto"  # 'auto' (float64 if the problem is, else float32), 'float32', 'float64'
+    refit: bool = False  # least-squares update of the kept weights after the swaps (same as --refit)
+    dtype: Literal["auto", "float32", "float64"] = "auto"  # 'auto' (float64 if the problem is, else float32)
+
+    def validate(self) -> None:
+        """Option values that can be checked before any model is loaded."""
+        check_warm_start("sparseswaps", self.warm_start, self.warm_options)
+        if self.tol < 0 or self.swaps_per_iter < 1 or (self.mem_cap_mb is not None and self.mem_cap_mb <= 0):
+            raise ValueError("sparseswaps: tol must be ≥ 0, swaps_per_iter ≥ 1 and mem_cap_mb > 0")
 
     def solve(self, problem: LayerProblem) -> Solution:
         if not problem.pattern.rowwise:
