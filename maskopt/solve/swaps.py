@@ -37,8 +37,10 @@ cross terms (``accept_swaps``): candidate j is taken when its change given the a
 Measured (bench/results/swaps_speed.md, SmolLM2-135M block 1, 50 % per row, 1 thread on the shared
 2-core CPU): the candidate block lowers down_proj (576 × 1536) from 61 iterations of ≤ 8 greedy
 disjoint swaps (about 2.6 accepted per row and iteration) to 21 iterations (≈ 7 per row and
-iteration), and the whole block's 7 layers from 89 s to ≈ 18 s wall under load, with the same error
-(down_proj 0.5446 vs 0.5448 of Wanda's). A tighter product bound Δ ≥ a_p + b_u − 2 σ_p σ_u (u grouped by
+iteration), and the block's 7 layers at 50 % from 18.8 s to 11.0 s in one run (load ≈ 2.6; 89 s
+for the old code under load ≈ 9), with the same or lower error on every layer (down_proj 0.5446 vs
+0.5448 of Wanda's). SparseGPT's layer solves take 0.69 s in that run: 15.9× (old 27×); 2:4 is
+unchanged at ≈ 10× (its search is exhaustive inside the blocks of M). A tighter product bound Δ ≥ a_p + b_u − 2 σ_p σ_u (u grouped by
 σ) was tried and dropped: with the probe's τ it screened out only slightly more pairs (0.61 % vs
 0.76 % examined on gate_proj) at a higher cost per pair.
 
