@@ -3,8 +3,9 @@
 Needs a per-row or N:M pattern (swaps keep the counts; N:M swaps stay inside a block of M).
 The warm start is any registered method (Wanda by default; 'sparsefw', 'sparsegpt', 'ria', ...).
 Every iteration finds each row's exact best 1-swap by bound screening (``search='screened'``; the
-reference ``'exhaustive'`` evaluates every pair and gives the same pair) and applies up to
-``swaps_per_iter`` disjoint improving swaps with exactly computed change. A row stops when it is
+reference ``'exhaustive'`` evaluates every pair and gives the same pair), applies it, and then up to
+``swaps_per_iter`` − 1 further disjoint improving swaps with exactly computed change (per-row: the
+best pairs of a 64 × 64 candidate block, one after the other with c updated exactly in between). A row stops when it is
 1-swap optimal (``rows_converged``) or when its best swap would lower the layer error by less than
 ``tol`` / rows of it (``rows_stopped_early``; ``tol = 0`` runs every row to 1-swap optimality).
 The error never increases and is tracked exactly (float64). Optional ``refit``: least-squares update
@@ -17,9 +18,10 @@ Defaults by measurement (SmolLM2-135M block 1 down_proj 576 × 1536, 50 % per ro
     error    0.5436   0.5443   0.5552   0.6876
     seconds  66       65       45       5
 
-tol = 1e-4 costs 0.1 % of error; 1e-3 already 2 %. ``swaps_per_iter`` 4 / 8 / 16 reached the same error
-within 0.1 % in 60–64 iterations (1 swap per iteration: 103); 8 is the default. Throughput of the
-search against the exhaustive one: bench/results/swaps_speed.md.
+tol = 1e-4 costs 0.1 % of error; 1e-3 already 2 % (measured with the earlier greedy multi-swap).
+``swaps_per_iter`` = 16 with the 64 × 64 candidate block: down_proj in 21 iterations (greedy disjoint
+swaps, 8 per iteration: 61; 1 swap per iteration: 103) at the same error (0.5446 of Wanda's); 8 gave
+0.5463 in 20 iterations. Throughput and block times: bench/results/swaps_speed.md.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class SparseSwaps:
     warm_options: dict[str, Any] = field(default_factory=dict)  # options of the warm-start method
     max_iter: int | None = None  # None (or ≤ 0): until every row is 1-swap optimal or stopped by tol
     tol: float = DEFAULT_TOL  # a row stops when its best Δ > −tol · (layer error / rows)
-    swaps_per_iter: int = DEFAULT_SWAPS_PER_ITER  # disjoint improving swaps applied per row and iteration
+    swaps_per_iter: int = DEFAULT_SWAPS_PER_ITER  # most disjoint improving swaps per row and iteration
     search: Literal["screened", "exhaustive"] = "screened"  # 'screened' (exact, bound screening) or 'exhaustive' (every pair)
     mem_cap_mb: float | None = None  # cap on temporaries; None: a quarter of the free device memory
     refit: bool = False  # least-squares update of the kept weights after the swaps (same as --refit)
