@@ -4,7 +4,7 @@ SparseSwaps (defaults) on top.
     .venv/bin/python bench/alpha_smollm.py [--blocks 1] [--layers q_proj o_proj gate_proj down_proj]
 
 Grams of the dense model from 32 × 256 tokens of ../shared/data/wikitext-2/valid.txt (maskopt.model.calibrate,
-bench/_smollm_layers.py). SparseFW with its defaults (exact line search, T ≤ 200, relative-gap stop) and
+bench/_layers.py). SparseFW with its defaults (exact line search, T ≤ 200, relative-gap stop) and
 keep_best off, so the raw rounded FW mask is measured. Results: bench/results/alpha_smollm.{json,md}.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from _smollm_layers import smollm_block_layers  # noqa: E402
+from _layers import smollm_block_layers  # noqa: E402
 from common import save  # noqa: E402
 from maskopt.solve.methods import get_method  # noqa: E402
 from maskopt.solve.problem import LayerProblem  # noqa: E402

@@ -3,7 +3,7 @@
     .venv/bin/python bench/alpha_sweep.py [--blocks 0 3] [--iterations 2000] [--random]
 
 Real layers come from bench/_layers.py (dense tiny Llama, 32×256 calibration tokens per block);
---random adds synthetic problems (tests/bruteforce.random_problem). Prints the mean error ratio
+--random adds synthetic problems (maskopt.solve.oracles.random_problem). Prints the mean error ratio
 rounded-SparseFW / Wanda (and after SparseSwaps) per α and pattern.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from maskopt.solve.methods import get_method  # noqa: E402
 from maskopt.solve.problem import LayerProblem  # noqa: E402
@@ -26,7 +26,7 @@ from maskopt.solve.swaps import swap_refine  # noqa: E402
 
 def layers(blocks: list[int], random: bool):
     if random:
-        from bruteforce import random_problem
+        from maskopt.solve.oracles import random_problem
 
         for s in range(4):
             yield f"random{s}", *random_problem(128, 256, s)

@@ -1,7 +1,7 @@
 """Benchmark (not a test): cost and tightness of the certified lower bounds on real layers.
 
 For every linear layer of the chosen blocks (G = Σ x xᵀ of the dense model on calibration text,
-collected with the package's own block walk, see bench/_grams.py) and the 50% per-row pattern:
+collected with the package's own block walk, see bench/_layers.py) and the 50% per-row pattern:
 the lower bound LB of each bound variant, its gap (err − LB)/err against the Wanda mask's error
 err, and its cost (process CPU seconds and wall seconds, torch on ONE thread so that the
 numbers do not depend on the other processes of a shared machine; the load average is recorded).
@@ -35,7 +35,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from _grams import real_layers  # noqa: E402
+from _layers import real_layers  # noqa: E402
 from common import RESULTS, ROOT, SHARED, save  # noqa: E402
 from maskopt.certify.bounds import relaxation_bound  # noqa: E402
 from maskopt.solve.methods import get_method  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from _layers import block_layers  # noqa: E402
 from maskopt.solve.bnb.lmo import MaskLMO  # noqa: E402
@@ -33,7 +33,7 @@ from maskopt.solve.problem import LayerProblem  # noqa: E402
 
 
 def part_a(layers: dict, layer: str, dims: list[int], n_inst: int, scip_limit: float) -> list[dict]:
-    from scip_oracle import scip_row
+    from maskopt.solve.oracles import scip_row
 
     W, G = (t.numpy() for t in layers[layer])
     rng = np.random.default_rng(0)

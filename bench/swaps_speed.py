@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from _smollm_layers import smollm_block_layers  # noqa: E402
+from _layers import smollm_block_layers  # noqa: E402
 from common import save  # noqa: E402
 from maskopt.solve.methods import get_method  # noqa: E402
 from maskopt.solve.problem import LayerProblem  # noqa: E402

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bf_exact import brute_force_row, row_masks
+from maskopt.solve.oracles import brute_force_row, row_masks
 from maskopt.solve.bnb.lmo import MaskLMO
 from maskopt.solve.bnb.local_search import swap_descent
 from maskopt.solve.bnb.mask import jacobi_shift, row_error, row_objective, solve_row

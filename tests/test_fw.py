@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from bruteforce import brute_force, random_problem
+from maskopt.solve.oracles import brute_force, random_problem
 from maskopt.solve.fw import Agnostic, ExactLineSearch, InfeasibleBounds, TopKLMO, frank_wolfe
 from maskopt.solve.layer_math import quad_grad, quad_rows
 from maskopt.solve.patterns import Pattern

@@ -1,15 +1,19 @@
-"""Brute-force optimum over every feasible mask (test oracle, d ≤ 12 per row, small matrices).
+"""Reference oracles for small instances: brute force over every feasible mask, SCIP's MIQP, random problems.
 
-Works from W (rows × d) and G for the patterns 'per_row', 'N:M' (rows are independent, so the
-optimum is assembled row by row) and 'unstructured' (all masks of the whole matrix; keep it tiny).
+Ground truth for the tests and the benchmarks (never used by a method): ``brute_force`` enumerates every mask
+of W (rows × d) for per-row / N:M patterns row by row (d ≤ 16) and for 'unstructured' over the whole tiny
+matrix; ``brute_force_row`` / ``row_masks`` are the NumPy view of one row; ``scip_row`` solves one row as a
+MIQP with SCIP (pyscipopt, a test dependency, imported when called); ``random_problem`` makes W and a
+correlated G with outlier features.
 """
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import torch
 
-from maskopt.solve.patterns import Pattern
+from .patterns import Pattern
 
 
 def feasible_row_masks(d: int, pattern: Pattern, keep: int) -> torch.Tensor:
@@ -76,3 +80,48 @@ def random_problem(rows: int, d: int, seed: int, tokens: int | None = None, dtyp
     scale[torch.randint(0, d, (max(1, d // 8),), generator=g)] = 5.0
     X = X * scale[:, None]
     return W.to(dtype), (X @ X.T).to(dtype)
+
+
+def row_masks(d: int, kind: str, keep: int, m: int = 0) -> np.ndarray:
+    """Every 0/1 mask of length d with ``keep`` ones per group (whole row, or blocks of m), as a NumPy array."""
+    return feasible_row_masks(d, Pattern("nm", keep, m) if kind == "nm" else Pattern("per_row"), keep).numpy()
+
+
+def brute_force_row(w: np.ndarray, G: np.ndarray, kind: str, keep: int, m: int = 0) -> tuple[float, np.ndarray]:
+    """(min f, argmin) of f(v) = (w⊙(1−v))ᵀG(w⊙(1−v)) over every feasible mask v of one row."""
+    V = torch.as_tensor(row_masks(len(w), kind, keep, m))
+    vals = row_values(torch.as_tensor(w), torch.as_tensor(G), V)
+    k = int(torch.argmin(vals))
+    return float(vals[k]), V[k].numpy()
+
+
+
+def scip_row(w: np.ndarray, G: np.ndarray, kind: str, keep: int, m: int = 0, time_limit: float = 600.0, threads: int = 1) -> dict:
+    """min_m (w⊙(1−m))ᵀ G (w⊙(1−m)) s.t. group counts, m binary; epigraph form t ≥ zᵀQz."""
+    from pyscipopt import Model, quicksum
+
+    d = len(w)
+    Q = w[:, None] * G * w[None, :]
+    model = Model()
+    model.hideOutput()
+    model.setParam("limits/time", time_limit)
+    model.setParam("parallel/maxnthreads", threads)
+    model.setParam("limits/gap", 1e-6)
+    z = [model.addVar(vtype="B", name=f"z{j}") for j in range(d)]  # z = 1 − m (pruned)
+    t = model.addVar(lb=0.0, name="t")
+    groups = [range(d)] if kind != "nm" else [range(b, b + m) for b in range(0, d, m)]
+    size = d if kind != "nm" else m
+    for grp in groups:
+        model.addCons(quicksum(z[j] for j in grp) == size - keep)
+    quad = quicksum(Q[i, j] * z[i] * z[j] for i in range(d) for j in range(d) if Q[i, j] != 0)
+    model.addCons(quad <= t)
+    model.setObjective(t, "minimize")
+    model.optimize()
+    zv = np.array([model.getVal(v) for v in z])
+    return {
+        "value": float(model.getObjVal()),
+        "bound": float(model.getDualbound()),
+        "status": model.getStatus(),
+        "time": float(model.getSolvingTime()),
+        "mask": np.round(1.0 - zv).astype(bool),
+    }
