@@ -66,6 +66,13 @@ def prune_phase(model: nn.Module, workload: Workload, pruner: Pruner, sparsity: 
     return masks, stats
 
 
+def begin_phase(model: nn.Module, workload: Workload, pruner: Pruner, sparsity: float, schedule: str, steps: int,
+                original: TrainSchedule) -> tuple[Masks, dict, float, RetrainSchedule]:
+    """Prune for one phase and plan its retraining: (masks, stats, metric right after pruning, lr schedule)."""
+    masks, stats = prune_phase(model, workload, pruner, sparsity)
+    return masks, stats, workload.evaluate(model, "test"), retrain_schedule(schedule, steps, original, stats)
+
+
 def retrain_schedule(name: str, steps: int, original: TrainSchedule, stats: dict) -> RetrainSchedule:
     allr = None
     if name == "ALLR":
@@ -89,9 +96,7 @@ def run_imp(model: nn.Module, workload: Workload, config: IMPConfig, original: T
     phases = []
     for p, s in enumerate(config.sparsities, start=1):
         t0 = time.time()
-        masks, stats = prune_phase(model, workload, config.pruner, s)
-        pruned_metric = workload.evaluate(model, "test")
-        sched = retrain_schedule(config.schedule, T, original, stats)
+        masks, stats, pruned_metric, sched = begin_phase(model, workload, config.pruner, s, config.schedule, T, original)
         opt = opt_spec.build(model.parameters(), sched(0))
         tr = train_steps(model, workload, opt, sched, T, seed=config.seed + 1000 * p, masks=masks, guard=guard,
                          label=f"IMP phase {p} ({config.schedule}, sparsity {s})")

@@ -17,7 +17,7 @@ from torch import nn
 from .budget import Budget
 from .checkpoint import LastGood
 from .errors import NonFiniteLossError
-from .imp import prune_phase, retrain_schedule
+from .imp import begin_phase
 from .masking import check_sparsities, current_masks
 from .optim import OptimizerSpec
 from .parallel import CopyJob, retrain_copies
@@ -80,9 +80,7 @@ def run_sms(model: nn.Module, workload: Workload, config: SMSConfig, original: T
     phases = []
     for p, s in enumerate(config.sparsities, start=1):
         t0 = time.time()
-        masks, stats = prune_phase(model, workload, config.pruner, s)
-        pruned_metric = workload.evaluate(model, "test")
-        sched = retrain_schedule(config.schedule, T, original, stats)
+        masks, stats, pruned_metric, sched = begin_phase(model, workload, config.pruner, s, config.schedule, T, original)
         try:
             results = retrain_copies(workload, model.state_dict(), masks, sched, opt_spec, config.jobs(p),
                                      workers=config.workers, threads=config.threads, label=f"SMS phase {p}",
