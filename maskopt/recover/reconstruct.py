@@ -1,4 +1,5 @@
-"""Layer-wise reconstruction after pruning ("A Free Lunch in LLM Compression", Zimmer et al.).
+"""Layer-wise reconstruction after pruning ("A Free Lunch in LLM Compression: Revisiting Retraining after
+Pruning", Wagner, Roux, Zimmer, Pokutta, 2025, arXiv:2510.14444).
 
 Sequential pass over the blocks with two streams: the dense model gives each unit's target
 Y = f_dense(X_dense); the pruned model gives its inputs X (pruned inputs by default, so the
