@@ -1,6 +1,10 @@
 """Shared helpers of the benchmark scripts: settings grid, one run per subprocess, JSON + Markdown."""
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no busy-waiting threads on shared cores
+
 import json
 import subprocess
 import sys

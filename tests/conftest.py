@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no busy-waiting threads on shared cores
+
+import os
 import tempfile
 from pathlib import Path
 
