@@ -5,8 +5,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no busy-waiting threads on shared cores
 
-import os
-import tempfile
+import tempfile  # noqa: E402
 from pathlib import Path
 
 import pytest
