@@ -7,7 +7,8 @@ u (kept → pruned) changes the error r ᵀ G r by
 
 and afterwards c ← c − w_p G[:, p] + w_u G[:, u]. Each iteration applies the best pair of every
 row whose Δ is negative; a row stops when no swap improves it. Per-row patterns search all
-(pruned, kept) pairs of the row; N:M searches pairs inside each block of M only.
+(pruned, kept) pairs of the row; N:M searches pairs inside each block of M only; cs256 searches
+pairs inside each tile of 256 inputs only (a swap keeps every tile's count, so its multiple of g).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .patterns import Pattern
+from .patterns import TILE, Pattern
 
 
 def swap_delta(w: torch.Tensor, G: torch.Tensor, c: torch.Tensor, p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -32,9 +33,11 @@ def _chunk_rows(pairs_per_row: int, itemsize: int, mem_cap_bytes: float) -> int:
 
 
 def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: torch.Tensor, keep: int,
-                       mem_cap_bytes: float = 256e6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       mem_cap_bytes: float = 256e6, block: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Δ_best, p, u) per row over all pruned p × kept u of the row (each row keeps ``keep``).
 
+    With ``block``, only pairs inside the same block of ``block`` consecutive inputs (cs256 tiles).
     The pair search gathers the (d−k) × k block G[P_i, K_i] per row, in row chunks under the cap.
     """
     rows, d = W.shape
@@ -57,6 +60,8 @@ def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: 
         delta = G[Pi[:, :, None], Ki[:, None, :]]  # (b, np, nk)
         delta.mul_(wP[:, :, None]).mul_(wK[:, None, :]).mul_(-2)
         delta.add_(A[s : s + step].gather(1, Pi)[:, :, None]).add_(B[s : s + step].gather(1, Ki)[:, None, :])
+        if block is not None:
+            delta.masked_fill_((Pi[:, :, None] // block) != (Ki[:, None, :] // block), float("inf"))
         val, idx = delta.reshape(delta.shape[0], -1).min(1)
         best[s : s + step] = val
         bp[s : s + step] = Pi.gather(1, (idx // nk)[:, None])[:, 0]
@@ -121,7 +126,8 @@ def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: P
         if pattern.kind == "nm":
             best, p, u = best_swaps_nm(Wa, G, Ca, Ma, pattern.m, mem_cap_bytes)
         else:
-            best, p, u = best_swaps_per_row(Wa, G, Ca, Ma, keep, mem_cap_bytes)
+            best, p, u = best_swaps_per_row(Wa, G, Ca, Ma, keep, mem_cap_bytes,
+                                            block=TILE if pattern.kind == "cs256" else None)
         good = best < -thresh[active]
         active, p, u = active[good], p[good], u[good]
         if not active.numel():

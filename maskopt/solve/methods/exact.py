@@ -42,7 +42,7 @@ class Exact:
         W = problem.W.detach().to(torch.float64).cpu().numpy()
         G = problem.G.detach().to(torch.float64).cpu().numpy()
         mask = seed_mask.detach().cpu().numpy().copy()
-        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
+        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m, g=pat.g)
         cfg = BnBConfig(time_limit=self.time_limit, node_limit=self.node_limit, rel_tol=self.rel_tol)
         mu = jacobi_shift(G)
         errs, lbs, n_opt, nodes = [], [], 0, 0
