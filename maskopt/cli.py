@@ -90,11 +90,17 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Zero-shot lm-eval tasks instead of perplexity, comma-separated, e.g. boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa."),
+    task_data: Optional[List[str]] = typer.Option(None, "--task-data", help="NAME=FILE: a bundled lm-eval task reads its evaluation split from this local .jsonl/.json/.csv/.parquet (the hub is unreachable)."),
+    task_dir: Optional[Path] = typer.Option(None, "--task-dir", help="Folder of lm-eval task YAMLs with local data files."),
+    limit: Optional[int] = typer.Option(None, help="With --tasks: at most this many examples per task."),
 ) -> None:
-    """Perplexity of a model on text files (non-overlapping windows)."""
+    """Perplexity of a model on text files (non-overlapping windows), or zero-shot accuracy with --tasks."""
     from . import defaults  # noqa: PLC0415
     from .jobs import eval_job  # noqa: PLC0415
 
+    if tasks:
+        return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json)
     try:
         texts = text or [str(p) for p in defaults.default_eval_texts()]
         res = eval_job(model, texts, seqlen=seqlen, max_windows=max_windows, device=device, progress=not quiet)
@@ -207,6 +213,50 @@ def methods() -> None:
     for name in available():
         opts = ", ".join(f"{k}={v}" for k, v in method_options(name).items())
         typer.echo(f"{name:12s} {opts}")
+
+
+def _zero_shot_cmd(model: str, tasks: str, task_data, task_dir, limit, as_json: bool) -> None:
+    from .export import ExportFormatError, load_any  # noqa: PLC0415
+    from .zeroshot import zero_shot  # noqa: PLC0415
+
+    try:
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        data = _parse_opts(task_data)
+        lm, tok = load_any(model)
+        res = zero_shot(lm, tok, names, task_data=data, include_path=task_dir, limit=limit)
+    except (ValueError, FileNotFoundError, ExportFormatError) as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        for name, metrics in res.items():
+            typer.echo(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "stderr" not in k))
+
+
+@app.command()
+def export(
+    pruned: Path = typer.Argument(..., help="Pruned model folder (output of `maskopt prune`; its zeros are the mask)."),
+    fmt: str = typer.Option("cs256", "--format", "-f", help="hf | compressed-tensors | cs256."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Format option KEY=VALUE: cs256 g=8 quant=none|int8|int4 qgroup=32 pad=false min_sparsity=0.1; compressed-tensors layout=auto|bitmask|2:4."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export info as JSON."),
+) -> None:
+    """Write a pruned model in a serving format: compressed sparse tiles (cs256), compressed-tensors or HF."""
+    from .export import ExportFormatError  # noqa: PLC0415
+    from .export.api import coerce_options, export_folder  # noqa: PLC0415
+
+    try:
+        info = export_folder(pruned, out, fmt, overwrite=overwrite, **coerce_options(fmt, _parse_opts(opt)))
+    except (ValueError, FileNotFoundError, FileExistsError, ExportFormatError) as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        kept, weights = info.get("kept"), info.get("weights")
+        extra = f"; {kept}/{weights} weights kept in the sparse linears" if kept and weights else ""
+        bits = f"; index {8 * info['index_bytes'] / kept:.2f} bits per kept weight" if kept and "index_bytes" in info else ""
+        typer.echo(f"exported {pruned} as {info['format']} to {out}{extra}{bits}")
 
 
 def main() -> None:  # pragma: no cover

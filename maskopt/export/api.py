@@ -115,3 +115,37 @@ def load_any(path: str | Path, dtype: torch.dtype = torch.float32):
     if p.is_dir() and (p / INFO).exists():
         return load_exported(p, dtype), AutoTokenizer.from_pretrained(str(p))
     return load_model(path, dtype)
+
+
+def coerce_options(fmt: str, opts: dict[str, str]) -> dict[str, Any]:
+    """CLI strings → the types of the format's ``save`` keywords; unknown keys are a clear error."""
+    import inspect
+
+    params = {k: p for k, p in inspect.signature(get_format(fmt).save).parameters.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = set(opts) - set(params)
+    if unknown:
+        raise ValueError(f"format {fmt!r} has no option(s) {sorted(unknown)}; options: "
+                         f"{', '.join(f'{k}={p.default}' for k, p in params.items()) or 'none'}")
+    out: dict[str, Any] = {}
+    for k, v in opts.items():
+        t = type(params[k].default)
+        if t is bool:
+            if v.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(f"option {k} takes true/false, got {v!r}")
+            out[k] = v.lower() in ("1", "true", "yes", "on")
+        elif t in (int, float):
+            try:
+                out[k] = t(v)
+            except ValueError:
+                raise ValueError(f"option {k} takes a number, got {v!r}") from None
+        else:
+            out[k] = v
+    return out
+
+
+def export_folder(src: str | Path, out: str | Path, fmt: str, *, overwrite: bool = False,
+                  **opts: Any) -> dict[str, Any]:
+    """Load a pruned model folder (or any export) and write it to ``out`` in ``fmt``."""
+    model, tokenizer = load_any(src)
+    return export_model(model, tokenizer, out, fmt, overwrite=overwrite, **opts)

@@ -100,6 +100,15 @@ def _dequantize(t: CS256Tensor) -> torch.Tensor:
 
 
 # ---- codec -------------------------------------------------------------------------------
+def check_options(g: int, quant: str, qgroup: int) -> None:
+    if quant not in QUANTS:
+        raise ValueError(f"quant must be one of {QUANTS}, got {quant!r}")
+    if not (2 <= g <= TILE and TILE % g == 0):
+        raise ValueError(f"cs256 group size g must divide {TILE} and be ≥ 2, got {g}")
+    if quant != "none" and (qgroup < 1 or qgroup % 2):
+        raise ValueError(f"qgroup must be a positive even number, got {qgroup}")
+
+
 def encode(weight: torch.Tensor, mask: torch.Tensor | None = None, *, g: int = 8, quant: str = "none",
            qgroup: int = 32) -> CS256Tensor:
     """CS256 form of ``weight`` keeping ``mask`` (default: its non-zeros). Refuses masks that do not fit.
@@ -108,12 +117,7 @@ def encode(weight: torch.Tensor, mask: torch.Tensor | None = None, *, g: int = 8
     """
     if weight.ndim != 2:
         raise ValueError(f"cs256 encodes 2-D weights, got shape {tuple(weight.shape)}")
-    if quant not in QUANTS:
-        raise ValueError(f"quant must be one of {QUANTS}, got {quant!r}")
-    if not (2 <= g <= TILE and TILE % g == 0):
-        raise ValueError(f"cs256 group size g must divide {TILE} and be ≥ 2, got {g}")
-    if quant != "none" and (qgroup < 1 or qgroup % 2):
-        raise ValueError(f"qgroup must be a positive even number, got {qgroup}")
+    check_options(g, quant, qgroup)
     mask = weight != 0 if mask is None else mask.to(torch.bool)
     if mask.shape != weight.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(weight.shape)}")
@@ -228,7 +232,10 @@ class CS256Format(ExportFormat):
         layers: dict[str, Any] = {}
         padded = 0
         stats = {"index_bytes": 0, "value_bytes": 0, "kept": 0, "weights": 0}
+        check_options(g, quant, qgroup)
         sparse = sparse_linears(model, min_sparsity)
+        if not sparse:
+            raise MaskFitError(f"no linear layer has ≥ {min_sparsity:.0%} zeros: nothing to compress")
         for name, W in sparse.items():
             mask = W != 0
             if pad:
