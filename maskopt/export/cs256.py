@@ -138,28 +138,50 @@ def encode(weight: torch.Tensor, mask: torch.Tensor | None = None, *, g: int = 8
                        values, scales, quant, qgroup, weight.dtype)
 
 
-def coordinates(t: CS256Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, column) int64 of every stored entry, from the counts and the in-tile positions; validates them."""
+def index(t: CS256Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(column of every stored entry, int64 (nnz,); start of every row in the entry stream, int64 (rows,)).
+
+    Decoded per chunk of g entries (a chunk never straddles a tile): the tile of each chunk comes from
+    the counts, then column = 256·tile + position. Checks the counts against the stored entries.
+    """
     rows, d = t.shape
     T = n_tiles(d)
     if tuple(t.counts.shape) != (rows, T) or t.counts.dtype != torch.uint8 or t.positions.dtype != torch.uint8:
         raise ExportFormatError(f"cs256: counts must be uint8 {(rows, T)} and positions uint8, got "
                                 f"{t.counts.dtype} {tuple(t.counts.shape)} / {t.positions.dtype}")
-    per_tile = t.counts.to(torch.int64).reshape(-1) * t.g
+    chunks = t.counts.to(torch.int64)  # (rows, T), entries / g
     widths = torch.full((T,), TILE, dtype=torch.int64)
     widths[-1] = d - (T - 1) * TILE
-    if bool((per_tile.reshape(rows, T) > widths).any()):
+    if bool((chunks * t.g > widths).any()):
         raise ExportFormatError("cs256: a tile count exceeds the tile width (corrupted counts)")
-    if int(per_tile.sum()) != t.nnz:
-        raise ExportFormatError(f"cs256: the counts add up to {int(per_tile.sum())} entries but {t.nnz} positions "
-                                "are stored (truncated or corrupted)")
-    tile = torch.repeat_interleave(torch.arange(rows * T), per_tile)
-    pos = t.positions.to(torch.int64)
-    col = (tile % T) * TILE + pos
-    same = tile[1:] == tile[:-1]
-    if bool((col >= d).any()) or bool((same & (pos[1:] <= pos[:-1])).any()):
-        raise ExportFormatError("cs256: in-tile positions out of range or not strictly increasing (corrupted)")
-    return tile // T, col
+    total = int(chunks.sum()) * t.g
+    if total != t.nnz:
+        raise ExportFormatError(f"cs256: the counts add up to {total} entries but {t.nnz} positions are stored "
+                                "(truncated or corrupted)")
+    chunk_tile = torch.repeat_interleave(torch.arange(T).repeat(rows), chunks.reshape(-1))
+    col = (chunk_tile[:, None] * TILE + t.positions.reshape(-1, t.g).to(torch.int64)).reshape(-1)
+    offsets = torch.zeros(rows, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(chunks.sum(1) * t.g, 0)[:-1]
+    return col, offsets
+
+
+def validate(t: CS256Tensor) -> None:
+    """Every structural check: counts, sizes of values and scales, positions in range and strictly increasing
+    inside each tile. Raises ExportFormatError on a truncated or corrupted tensor."""
+    _check_values(t)
+    col, _ = index(t)
+    if t.nnz:
+        same_tile = (col[1:] // TILE) == (col[:-1] // TILE)
+        new_row = torch.zeros(t.nnz, dtype=torch.bool)
+        new_row[_row_starts(t)] = True
+        if bool((col >= t.shape[1]).any()) or bool((same_tile & ~new_row[1:] & (col[1:] <= col[:-1])).any()):
+            raise ExportFormatError("cs256: in-tile positions out of range or not strictly increasing (corrupted)")
+
+
+def _row_starts(t: CS256Tensor) -> torch.Tensor:
+    per_row = t.counts.to(torch.int64).sum(1) * t.g
+    starts = torch.cumsum(per_row, 0) - per_row
+    return starts[(per_row > 0) & (starts < t.nnz)]
 
 
 def _check_values(t: CS256Tensor) -> None:
@@ -173,34 +195,32 @@ def _check_values(t: CS256Tensor) -> None:
 
 
 def decode(t: CS256Tensor) -> torch.Tensor:
-    """The dense matrix (rows × d) in ``t.dtype``; zeros outside the kept entries."""
-    _check_values(t)
-    r, c = coordinates(t)
+    """The dense matrix (rows × d) in ``t.dtype``; zeros outside the kept entries. Validates ``t`` first."""
+    validate(t)
+    col, _ = index(t)
+    rows = torch.repeat_interleave(torch.arange(t.shape[0]), t.counts.to(torch.int64).sum(1) * t.g)
     out = torch.zeros(t.shape, dtype=t.dtype)
-    out[r, c] = _dequantize(t).to(t.dtype)
+    out[rows, col] = _dequantize(t).to(t.dtype)
     return out
 
 
-def matmul(x: torch.Tensor, t: CS256Tensor) -> torch.Tensor:
-    """y = x Wᵀ for a small batch x (…, d), straight from the format (no dense W is formed).
+def matmul(x: torch.Tensor, t: CS256Tensor, plan: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """y = x Wᵀ for a small batch x (…, d), straight from the format: no dense W is formed.
 
-    When every row keeps the same count k (the cs256 pattern guarantees it), the gathered inputs
-    x[…, col] form a (…, rows, k) tensor reduced against the values; otherwise index_add over rows.
+    The index is decoded per chunk (``index``; pass its result as ``plan`` to reuse it) and
+    y_r = Σ_{entries e of row r} v_e · x[col_e] is one fused gather-multiply-sum (``embedding_bag`` with
+    per-entry weights over the rows of xᵀ). Checks the counts and value sizes, not the positions
+    (``validate`` does, and every loader runs it).
     """
-    _check_values(t)
     rows, d = t.shape
     if x.shape[-1] != d:
         raise ValueError(f"input has {x.shape[-1]} features, the cs256 matrix expects {d}")
-    r, c = coordinates(t)
-    v = _dequantize(t).to(x.dtype)
+    _check_values(t)
+    col, offsets = plan if plan is not None else index(t)
     xb = x.reshape(-1, d)
-    per_row = torch.bincount(r, minlength=rows) if t.nnz else torch.zeros(rows, dtype=torch.int64)
-    if t.nnz and bool((per_row == per_row[0]).all()):
-        k = int(per_row[0])
-        y = (xb[:, c.reshape(rows, k)] * v.reshape(rows, k)).sum(-1)
-    else:
-        y = torch.zeros(xb.shape[0], rows, dtype=x.dtype).index_add_(1, r, xb[:, c] * v)
-    return y.reshape(*x.shape[:-1], rows)
+    v = _dequantize(t).to(x.dtype)
+    y = torch.nn.functional.embedding_bag(col, xb.T.contiguous(), offsets, mode="sum", per_sample_weights=v)
+    return y.T.reshape(*x.shape[:-1], rows)
 
 
 def pad_mask(mask: torch.Tensor, g: int) -> torch.Tensor:
