@@ -66,8 +66,8 @@ def test_matmul_from_the_format(quant, equal_rows):
 
         mask = Pattern.parse("cs256").topk_mask(torch.rand(12, 520), 256)
     t = encode(W, mask, quant=quant)
-    x = torch.randn(3, 4, 520)
-    assert torch.allclose(matmul(x, t), x @ decode(t).T, atol=1e-4, rtol=1e-4)
+    for x in (torch.randn(3, 4, 520), torch.randn(1, 520), torch.randn(520)):
+        assert torch.allclose(matmul(x, t), x @ decode(t).T, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="features"):
         matmul(torch.randn(2, 519), t)
 

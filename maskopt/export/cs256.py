@@ -207,10 +207,11 @@ def decode(t: CS256Tensor) -> torch.Tensor:
 def matmul(x: torch.Tensor, t: CS256Tensor, plan: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """y = x Wᵀ for a small batch x (…, d), straight from the format: no dense W is formed.
 
-    The index is decoded per chunk (``index``; pass its result as ``plan`` to reuse it) and
-    y_r = Σ_{entries e of row r} v_e · x[col_e] is one fused gather-multiply-sum (``embedding_bag`` with
-    per-entry weights over the rows of xᵀ). Checks the counts and value sizes, not the positions
-    (``validate`` does, and every loader runs it).
+    The index is decoded per chunk (``index``; pass its result as ``plan`` to reuse it). For one input
+    vector y_r = Σ_{entries e of row r} v_e · x[col_e] is a gather, a product and a per-row sum (a reshape
+    when every row keeps the same count, as the cs256 pattern guarantees); for a batch it is one fused
+    gather-multiply-sum (``embedding_bag`` with per-entry weights over the rows of xᵀ). Checks the counts
+    and value sizes, not the positions (``validate`` does, and every loader runs it).
     """
     rows, d = t.shape
     if x.shape[-1] != d:
@@ -219,8 +220,16 @@ def matmul(x: torch.Tensor, t: CS256Tensor, plan: tuple[torch.Tensor, torch.Tens
     col, offsets = plan if plan is not None else index(t)
     xb = x.reshape(-1, d)
     v = _dequantize(t).to(x.dtype)
-    y = torch.nn.functional.embedding_bag(col, xb.T.contiguous(), offsets, mode="sum", per_sample_weights=v)
-    return y.T.reshape(*x.shape[:-1], rows)
+    if xb.shape[0] == 1:
+        prod = xb[0][col] * v
+        per_row = t.counts.to(torch.int64).sum(1) * t.g
+        if t.nnz and bool((per_row == per_row[0]).all()):
+            y = prod.view(rows, -1).sum(1)[None]
+        else:
+            y = torch.segment_reduce(prod, "sum", lengths=per_row)[None]
+    else:
+        y = torch.nn.functional.embedding_bag(col, xb.T.contiguous(), offsets, mode="sum", per_sample_weights=v).T
+    return y.reshape(*x.shape[:-1], rows)
 
 
 def pad_mask(mask: torch.Tensor, g: int) -> torch.Tensor:
