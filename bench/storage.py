@@ -157,7 +157,7 @@ def speed(model_name: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     model, _, src = load(model_name)
     lin = linears(model)
-    res: dict = {"source": src, "threads": threads, "codec": {}, "matmul": {}}
+    res: dict = {"source": src, "threads": threads, "codec": {}, "matmul": {}, "cuda_2of4": speed_cuda24(model_name)}
     for setting in ("50%", "70%"):
         masks = {n: masks_for(W, setting) for n, W in lin.items()}
         weights = sum(W.numel() for W in lin.values())
@@ -202,6 +202,30 @@ def speed(model_name: str, threads: int) -> dict:
             res["matmul"][f"{setting} b={batch}"] = {k: _best_ms(f) for k, f in fns.items()}
             print(model_name, setting, batch, {k: round(v, 3) for k, v in res["matmul"][f"{setting} b={batch}"].items()},
                   flush=True)
+    return res
+
+
+def speed_cuda24(model_name: str) -> dict:
+    """2:4 linears of block 0 on sparse tensor cores (fp16) vs dense fp16: matmul and conversion time."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device"}
+    from torch.sparse import to_sparse_semi_structured
+    from torch.utils.benchmark import Timer
+
+    model, _, _ = load(model_name)
+    lin = {n: W for n, W in linears(model).items() if ".layers.0." in n}
+    dense = {n: (W * masks_for(W, "2:4")[0]).half().cuda() for n, W in lin.items()}
+    keep = [n for n, W in dense.items() if W.shape[0] % 64 == 0 and W.shape[1] % 128 == 0]
+    t0 = time.perf_counter()
+    sparse = {n: to_sparse_semi_structured(dense[n]) for n in keep}
+    torch.cuda.synchronize()
+    res = {"layers": keep, "convert_ms": (time.perf_counter() - t0) * 1e3}
+    for batch in (16, 64, 256):  # the kernels need a batch that is a multiple of 8 / 16
+        xs = {n: torch.randn(batch, dense[n].shape[1], dtype=torch.float16, device="cuda") for n in keep}
+        run = {"dense fp16": lambda: [torch.nn.functional.linear(xs[n], dense[n]) for n in keep],
+               "2:4 semi-structured": lambda: [torch.nn.functional.linear(xs[n], sparse[n]) for n in keep]}
+        res[f"b={batch}"] = {k: Timer("f(); torch.cuda.synchronize()", globals={"f": f, "torch": torch})
+                             .blocked_autorange(min_run_time=0.3).median * 1e3 for k, f in run.items()}
     return res
 
 
@@ -284,7 +308,9 @@ def markdown(out: dict) -> str:
         lines.append("|---|" + "---:|" * len(keys))
         for m in next(iter(sp["matmul"].values())):
             lines.append(f"| {m} | " + " | ".join(f"{sp['matmul'][k][m]:.3f}" for k in keys) + " |")
-        lines.append("")
+        c24 = sp.get("cuda_2of4", {})
+        lines.append(f"2:4 on GPU (torch.sparse.to_sparse_semi_structured): "
+                     f"{c24.get('skipped') or json.dumps({k: v for k, v in c24.items() if k != 'layers'})}\n")
     for model_name, q in out.get("quality", {}).items():
         lines.append(f"## Quality: {model_name}\n")
         lines.append("| method | sparsity | per-row ppl | cs256 ppl | cs256 / per-row | actual sparsity per-row / cs256 |")

@@ -32,7 +32,7 @@ def prune(
     model: Optional[str] = typer.Argument(None, help="HF model folder, .gguf file/folder, or hub id. Default: the tiny Llama in ../shared."),
     method: str = typer.Option("wanda", "--method", "-m", help="Mask method: see `maskopt methods`."),
     sparsity: float = typer.Option(0.5, "--sparsity", "-s", help="Fraction of prunable weights set to zero, in [0, 1). Ignored for N:M."),
-    pattern: str = typer.Option("per_row", "--pattern", "-p", help="'per_row' (equal count per output row), 'unstructured' (per matrix), or N:M such as 2:4 / 4:8 (keep N of every M inputs)."),
+    pattern: str = typer.Option("per_row", "--pattern", "-p", help="'per_row' (equal count per output row), 'unstructured' (per matrix), N:M such as 2:4 / 4:8 (keep N of every M inputs), or cs256 / cs256:G (per row, a multiple of G=8 per 256-input tile: fits `maskopt export --format cs256`)."),
     calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text file(s), folder of .txt, or a `datasets` name. Default: ../shared/data/english-calib/calib.txt."),
     nsamples: int = typer.Option(128, help="Number of calibration windows."),
     seqlen: Optional[int] = typer.Option(None, help="Tokens per calibration window (default min(2048, model context))."),
@@ -103,7 +103,15 @@ def eval_cmd(
         return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json)
     try:
         texts = text or [str(p) for p in defaults.default_eval_texts()]
-        res = eval_job(model, texts, seqlen=seqlen, max_windows=max_windows, device=device, progress=not quiet)
+        if Path(model, "maskopt_export.json").is_file():  # an export of `maskopt export` (cs256, …)
+            from .export import load_any  # noqa: PLC0415
+            from .jobs import evaluate_texts, resolve_device  # noqa: PLC0415
+
+            lm, tok = load_any(model)
+            res = evaluate_texts(lm, tok, texts, seqlen=seqlen, max_windows=max_windows,
+                                 device=resolve_device(device), progress=not quiet)
+        else:
+            res = eval_job(model, texts, seqlen=seqlen, max_windows=max_windows, device=device, progress=not quiet)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         _fail(e)
     if as_json:

@@ -34,6 +34,10 @@ def test_prune_cs256_export_and_zero_shot(tmp_path, text_file):
     with torch.no_grad():
         assert torch.equal(load_exported(out)(ids).logits, ref(ids).logits)
 
+    ppl = [json.loads(runner.invoke(app, ["eval", str(d), "--text", str(text_file), "--max-windows", "2", "-q",
+                                          "--json"]).stdout) for d in (out, pruned)]
+    assert list(ppl[0].values()) == list(ppl[1].values())
+
     data = tmp_path / "mc.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
     tasks = tmp_path / "tasks"
