@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import CALIB, MODELS, RESULTS, TEXTS  # noqa: E402
 
 SMOL_F32 = Path("/work/cache/smollm2-135m-f32")
-SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row", 0.7), "2:4": ("2:4", 0.5)}
+SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row", 0.7), "2:4": ("2:4", 0.5),
+            "90%": ("per_row", 0.9)}  # 90 %: beyond the CS256 / bitmask crossover (docs/cs256.md), storage only
 
 
 def load(name: str):
@@ -70,7 +71,7 @@ def tensor_bytes(d: dict[str, torch.Tensor]) -> int:
 
 
 # ---- storage ------------------------------------------------------------------------------------
-def storage(model_name: str) -> dict:
+def storage(model_name: str, settings: list[str], file_settings: list[str]) -> dict:
     from compressed_tensors.compressors.sparse_compressors.sparse_24_bitmask import Sparse24BitMaskTensor
     from compressed_tensors.compressors.sparse_compressors.sparse_bitmask import BitmaskTensor
 
@@ -79,7 +80,7 @@ def storage(model_name: str) -> dict:
     model, tok, src = load(model_name)
     lin = linears(model)
     out = {"source": src, "linear_weights": sum(W.numel() for W in lin.values()), "settings": {}}
-    for setting in SETTINGS:
+    for setting in settings:
         acc: dict[str, dict[str, float]] = {}
 
         def add(fmt: str, total: int, index: int, kept: int) -> None:
@@ -114,13 +115,15 @@ def storage(model_name: str) -> dict:
         for fmt, a in acc.items():
             rows[fmt] = {**a, "bits_per_kept": 8 * a["bytes"] / a["kept"], "index_bits_per_kept": 8 * a["index_bytes"] / a["kept"],
                          "density": a["kept"] / weights, "MB": a["bytes"] / 2**20}
-        out["settings"][setting] = {"formats": rows, "files_MB": exported_sizes(model, tok, setting)}
+        out["settings"][setting] = {"formats": rows,
+                                    "files_MB": exported_sizes(model, tok, setting) if setting in file_settings else {}}
         print(model_name, setting, {k: round(v["bits_per_kept"], 2) for k, v in rows.items()}, flush=True)
     return out
 
 
 def exported_sizes(model, tok, setting: str) -> dict[str, float]:
-    """Size (MB) of the whole exported fp16 model per format (magnitude masks of ``setting``)."""
+    """Size (MB) of the whole exported fp16 model per format (magnitude masks of ``setting``). cs256 pads
+    tiles whose count is off only because a kept weight is exactly zero (common in dequantized GGUF)."""
     import copy
 
     from maskopt.export import export_model
@@ -133,7 +136,7 @@ def exported_sizes(model, tok, setting: str) -> dict[str, float]:
             for W in linears(m).values():
                 W.mul_(masks_for(W.float(), setting)[1 if cs else 0])
         fmt, opts = {"hf (dense zeros)": ("hf", {}), "compressed-tensors": ("compressed-tensors", {}),
-                     "cs256": ("cs256", {}), "cs256 int4": ("cs256", {"quant": "int4"})}[label]
+                     "cs256": ("cs256", {"pad": True}), "cs256 int4": ("cs256", {"quant": "int4", "pad": True})}[label]
         with tempfile.TemporaryDirectory() as tmp:
             export_model(m, None, Path(tmp) / "x", fmt, **opts)
             res[label] = sum(f.stat().st_size for f in (Path(tmp) / "x").glob("*.safetensors")) / 2**20
@@ -290,10 +293,12 @@ def markdown(out: dict) -> str:
         for f in fmts:
             lines.append(f"| {f} | " + " | ".join("–" if f not in s["formats"] else f"{s['formats'][f]['MB']:.2f}"
                                                  for s in st["settings"].values()) + " |")
-        lines.append("\n| whole exported model, MB (fp16) | " + " | ".join(st["settings"]) + " |")
-        lines.append("|---|" + "---:|" * len(st["settings"]))
-        for f in next(iter(st["settings"].values()))["files_MB"]:
-            lines.append(f"| {f} | " + " | ".join(f"{s['files_MB'][f]:.1f}" for s in st["settings"].values()) + " |")
+        fs = {k: v["files_MB"] for k, v in st["settings"].items() if v.get("files_MB")}
+        if fs:
+            lines.append("\n| whole exported model, MB (fp16) | " + " | ".join(fs) + " |")
+            lines.append("|---|" + "---:|" * len(fs))
+            for f in next(iter(fs.values())):
+                lines.append(f"| {f} | " + " | ".join(f"{v[f]:.1f}" for v in fs.values()) + " |")
         lines.append("")
     for model_name, sp in out.get("speed", {}).items():
         lines.append(f"## Speed: {model_name} (CPU, {sp['threads']} thread(s))\n")
@@ -330,6 +335,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["tiny", "smollm"])
     ap.add_argument("--parts", nargs="*", default=["storage", "speed", "quality"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--storage-settings", nargs="*", default=["50%", "60%", "70%", "2:4"], choices=list(SETTINGS))
+    ap.add_argument("--file-settings", nargs="*", default=["50%", "2:4"], choices=list(SETTINGS),
+                    help="settings at which the whole model is exported to measure its file size")
     ap.add_argument("--quality-models", nargs="*", default=["tiny"])
     ap.add_argument("--quality-methods", nargs="*", default=["wanda", "sparseswaps"])
     ap.add_argument("--sparsities", nargs="*", type=float, default=[0.5, 0.6, 0.7])
@@ -347,15 +355,25 @@ def main() -> None:
     cmd = ".venv/bin/python bench/storage.py " + " ".join(sys.argv[1:])
     out["commands"] = [c for c in out.get("commands", []) if c != cmd] + [cmd]
     out.pop("command", None)
-    for part in a.parts:
-        if part == "quality":
-            out.setdefault("quality", {}).update(quality(a.quality_models, a.quality_methods, a.sparsities, a))
-        else:
-            for m in a.models:
-                out.setdefault(part, {})[m] = storage(m) if part == "storage" else speed(m, a.threads)
+    def write() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1))
         path.with_suffix(".md").write_text(markdown(out))
+
+    for part in a.parts:
+        if part == "quality":
+            out.setdefault("quality", {}).update(quality(a.quality_models, a.quality_methods, a.sparsities, a))
+            write()
+            continue
+        for m in a.models:
+            if part == "storage":
+                new = storage(m, a.storage_settings, a.file_settings)
+                old = out.setdefault("storage", {}).get(m, {"settings": {}})
+                new["settings"] = {**old["settings"], **new["settings"]}
+                out["storage"][m] = new
+            else:
+                out.setdefault("speed", {})[m] = speed(m, a.threads)
+            write()
     print(markdown(out))
 
 
