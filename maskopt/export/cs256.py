@@ -165,17 +165,18 @@ def index(t: CS256Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return col, offsets
 
 
-def validate(t: CS256Tensor) -> None:
+def validate(t: CS256Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every structural check: counts, sizes of values and scales, positions in range and strictly increasing
-    inside each tile. Raises ExportFormatError on a truncated or corrupted tensor."""
+    inside each tile. Raises ExportFormatError on a truncated or corrupted tensor; returns ``index(t)``."""
     _check_values(t)
-    col, _ = index(t)
+    col, offsets = index(t)
     if t.nnz:
         same_tile = (col[1:] // TILE) == (col[:-1] // TILE)
         new_row = torch.zeros(t.nnz, dtype=torch.bool)
         new_row[_row_starts(t)] = True
         if bool((col >= t.shape[1]).any()) or bool((same_tile & ~new_row[1:] & (col[1:] <= col[:-1])).any()):
             raise ExportFormatError("cs256: in-tile positions out of range or not strictly increasing (corrupted)")
+    return col, offsets
 
 
 def _row_starts(t: CS256Tensor) -> torch.Tensor:
@@ -196,8 +197,7 @@ def _check_values(t: CS256Tensor) -> None:
 
 def decode(t: CS256Tensor) -> torch.Tensor:
     """The dense matrix (rows × d) in ``t.dtype``; zeros outside the kept entries. Validates ``t`` first."""
-    validate(t)
-    col, _ = index(t)
+    col, _ = validate(t)
     rows = torch.repeat_interleave(torch.arange(t.shape[0]), t.counts.to(torch.int64).sum(1) * t.g)
     out = torch.zeros(t.shape, dtype=t.dtype)
     out[rows, col] = _dequantize(t).to(t.dtype)
