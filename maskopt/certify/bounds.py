@@ -328,7 +328,7 @@ def certify_layer(
         from ..solve.bnb.tree import BnBConfig
 
         pat = problem.pattern
-        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
+        lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m, g=pat.g)
         Wn = problem.W.detach().to(torch.float64).cpu().numpy()
         Gn = problem.G.detach().to(torch.float64).cpu().numpy()
         Mn = mask.detach().cpu().numpy().astype(float)
