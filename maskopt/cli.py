@@ -82,7 +82,7 @@ def prune(
     model: Optional[str] = typer.Argument(None, help="HF model folder, .gguf file/folder, or hub id. Default: the tiny Llama in ../shared."),
     method: str = typer.Option("wanda", "--method", "-m", help="Mask method: see `maskopt methods`."),
     sparsity: float = typer.Option(0.5, "--sparsity", "-s", help="Fraction of prunable weights set to zero, in [0, 1). Ignored for N:M."),
-    pattern: str = typer.Option("per_row", "--pattern", "-p", help="'per_row' (equal count per output row), 'unstructured' (per matrix), or N:M such as 2:4 / 4:8 (keep N of every M inputs)."),
+    pattern: str = typer.Option("per_row", "--pattern", "-p", help="'per_row' (equal count per output row), 'unstructured' (per matrix), N:M such as 2:4 / 4:8 (keep N of every M inputs), or cs256 / cs256:G (per row, a multiple of G=8 per 256-input tile: fits `maskopt export --format cs256`)."),
     calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text file(s), folder of .txt, or a `datasets` name. Default: ../shared/data/english-calib/calib.txt."),
     nsamples: int = typer.Option(128, help="Number of calibration windows."),
     seqlen: Optional[int] = typer.Option(None, help="Tokens per calibration window (default min(2048, model context))."),
@@ -305,20 +305,34 @@ def eval_cmd(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Zero-shot lm-eval tasks instead of perplexity, comma-separated, e.g. boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa."),
+    task_data: Optional[List[str]] = typer.Option(None, "--task-data", help="NAME=FILE: a bundled lm-eval task reads its evaluation split from this local .jsonl/.json/.csv/.parquet (the hub is unreachable)."),
+    task_dir: Optional[Path] = typer.Option(None, "--task-dir", help="Folder of lm-eval task YAMLs with local data files."),
+    limit: Optional[int] = typer.Option(None, help="With --tasks: at most this many examples per task."),
 ) -> None:
-    """Perplexity of a model on text files (non-overlapping windows)."""
+    """Perplexity of a model (or of a `maskopt export` folder) on text files, or zero-shot accuracy with --tasks."""
     from . import defaults  # noqa: PLC0415
     from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .perplexity import evaluate_texts  # noqa: PLC0415
     from .pipeline import resolve_device  # noqa: PLC0415
 
+    if tasks:
+        return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json)
     try:
         _threads(threads)
-        resolve_device(device)
+        dev = resolve_device(device)
         texts = text or [str(p) for p in defaults.default_eval_texts()]
-        stage = _eval_stage(texts, "ppl", max_windows, seqlen)
-        inputs = JobInputs(model, device=device, trust_remote_code=trust_remote_code, progress=not quiet,
-                           eval_texts=texts)
-        res = {k: v["ppl"] for k, v in run_job([stage], inputs, log=lambda _m: None).perplexity.items()}
+        if Path(model, "maskopt_export.json").is_file():  # an export of `maskopt export` (cs256, …)
+            from .export import load_any  # noqa: PLC0415
+
+            lm, tok = load_any(model)
+            res = evaluate_texts(lm, tok, texts, seqlen=seqlen, max_windows=max_windows, device=dev,
+                                 progress=not quiet)
+        else:
+            stage = _eval_stage(texts, "ppl", max_windows, seqlen)
+            inputs = JobInputs(model, device=device, trust_remote_code=trust_remote_code, progress=not quiet,
+                               eval_texts=texts)
+            res = {k: v["ppl"] for k, v in run_job([stage], inputs, log=lambda _m: None).perplexity.items()}
     except USER_ERRORS as e:
         _fail(e)
     if as_json:
@@ -358,6 +372,52 @@ def _first_line(cls: type) -> str:
 
 from .train.cli import app as _train_app
 app.add_typer(_train_app, name="train")
+
+
+def _zero_shot_cmd(model: str, tasks: str, task_data, task_dir, limit, as_json: bool) -> None:
+    from .export import ExportFormatError, load_any  # noqa: PLC0415
+    from .options import parse_kv  # noqa: PLC0415
+    from .zeroshot import zero_shot  # noqa: PLC0415
+
+    try:
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        data = parse_kv(task_data, "--task-data")
+        lm, tok = load_any(model)
+        res = zero_shot(lm, tok, names, task_data=data, include_path=task_dir, limit=limit)
+    except (*USER_ERRORS, ExportFormatError) as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        for name, metrics in res.items():
+            typer.echo(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "stderr" not in k))
+
+
+@app.command()
+def export(
+    pruned: Path = typer.Argument(..., help="Pruned model folder (output of `maskopt prune`; its zeros are the mask)."),
+    fmt: str = typer.Option("cs256", "--format", "-f", help="hf | compressed-tensors | cs256."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", help="Format option KEY=VALUE: cs256 g=8 quant=none|int8|int4 qgroup=32 pad=false min_sparsity=0.1; compressed-tensors layout=auto|bitmask|2:4."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export info as JSON."),
+) -> None:
+    """Write a pruned model in a serving format: compressed sparse tiles (cs256), compressed-tensors or HF."""
+    from .export import ExportFormatError  # noqa: PLC0415
+    from .export.api import coerce_options, export_folder  # noqa: PLC0415
+    from .options import parse_kv  # noqa: PLC0415
+
+    try:
+        info = export_folder(pruned, out, fmt, overwrite=overwrite, **coerce_options(fmt, parse_kv(opt)))
+    except (*USER_ERRORS, ExportFormatError) as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        kept, weights = info.get("kept"), info.get("weights")
+        extra = f"; {kept}/{weights} weights kept in the sparse linears" if kept and weights else ""
+        bits = f"; index {8 * info['index_bytes'] / kept:.2f} bits per kept weight" if kept and "index_bytes" in info else ""
+        typer.echo(f"exported {pruned} as {info['format']} to {out}{extra}{bits}")
 
 
 def main() -> None:  # pragma: no cover

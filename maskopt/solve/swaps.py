@@ -52,7 +52,9 @@ changes above −noise_i = −4ε(2 max_j s_j + √e_i)² are indistinguishable 
 less than tol / rows of it. Swaps are accepted when Δ < −max(noise_i, tol · ē).
 
 Per-row patterns search all (pruned, kept) pairs of the row; N:M searches pairs inside each block
-of M (exhaustively: that is only M·d pairs per row) and applies the best pairs of several blocks.
+of M (exhaustively: that is only M·d pairs per row) and applies the best pairs of several blocks; cs256
+searches pairs inside each tile of 256 inputs only (exhaustively; a swap keeps every tile's count, so its
+multiple of g), one swap per row and iteration.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ from dataclasses import dataclass
 import torch
 
 from .layer_math import residual
-from .patterns import Pattern
+from .patterns import TILE, Pattern
 
 DEFAULT_TOL = 1e-4
 DEFAULT_SWAPS_PER_ITER = 16
@@ -151,9 +153,11 @@ def pair_bound_factors(G: torch.Tensor) -> torch.Tensor:
 
 # ---- exhaustive searches (reference) --------------------------------------------------------------
 def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: torch.Tensor, keep: int,
-                       mem_cap_bytes: float = 256e6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       mem_cap_bytes: float = 256e6, block: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Δ_best, p, u) per row over all pruned p × kept u of the row (each row keeps ``keep``): exhaustive.
 
+    With ``block``, only pairs inside the same block of ``block`` consecutive inputs (cs256 tiles).
     Gathers the (d−k) × k block G[P_i, K_i] per row, in row chunks under the cap. Ties go to the
     smallest p, then the smallest u. Rows without a pair get Δ = +inf.
     """
@@ -175,6 +179,8 @@ def best_swaps_per_row(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, mask: 
         delta = G[Pi[:, :, None], Ki[:, None, :]]  # (b, np, nk)
         delta.mul_(wP[:, :, None]).mul_(wK[:, None, :]).mul_(-2)
         delta.add_(A[s : s + step].gather(1, Pi)[:, :, None]).add_(B[s : s + step].gather(1, Ki)[:, None, :])
+        if block is not None:
+            delta.masked_fill_((Pi[:, :, None] // block) != (Ki[:, None, :] // block), float("inf"))
         val, idx = delta.reshape(delta.shape[0], -1).min(1)  # documented: index of the first minimum
         best[s : s + step] = val
         bp[s : s + step] = Pi.gather(1, (idx // nk)[:, None])[:, 0]
@@ -580,6 +586,7 @@ def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: P
     eps = torch.finfo(dt).eps
     smax = (W64.abs() * G.diagonal().to(torch.float64).clamp_min(0).sqrt()).max(1).values
     J = swaps_per_iter
+    tile = TILE if pattern.kind == "cs256" else None  # cs256: swaps stay inside a tile (exhaustive, one per row)
     h = pair_bound_factors(G) if (pattern.kind != "nm" and (search == "screened" or J > 1)) else None
     n_cand = _CANDIDATES_PER_SWAP * J if J > 1 else 1  # N:M: candidates offered to accept_swaps
     block = max(_BLOCK, 2 * J) if J > 1 else 1
@@ -606,11 +613,11 @@ def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: P
             ia, ja = acc.nonzero(as_tuple=True)
             rows_a, pa, ua = active[ia], bp[ia, ja], bu[ia, ja]
         else:
-            if search == "screened":
+            if search == "screened" and tile is None:
                 bd, bp, bu = screened_swaps_per_row(Wa, G, Ca, Ma, keep, h, tau, probe=probe,
                                                     mem_cap_bytes=mem_cap_bytes, stats=stats)
             else:
-                b0, p0, u0 = best_swaps_per_row(Wa, G, Ca, Ma, keep, mem_cap_bytes)
+                b0, p0, u0 = best_swaps_per_row(Wa, G, Ca, Ma, keep, mem_cap_bytes, block=tile)
                 bd, bp, bu = b0[:, None], p0[:, None], u0[:, None]
                 npairs = active.numel() * keep * (d - keep)
                 stats.add(SearchStats(npairs, npairs))
@@ -625,7 +632,7 @@ def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: P
             step = _chunk_rows(_BYTES_PER_BLOCK_PAIR * block * block, mem_cap_bytes)
             for s in range(0, mv.numel(), step):  # several swaps per row on a candidate block, row chunks
                 m = mv[s : s + step]
-                if J > 1:
+                if J > 1 and tile is None:
                     P, U = _block_candidates(Wa[m], G, Ca[m], Ma[m], p0[m], u0[m], keep, block, h)
                 else:
                     P, U = p0[m, None], u0[m, None]

@@ -41,7 +41,9 @@ class MaskLMO:
         self._rows = np.arange(self.groups.shape[0])[:, None]
 
     @staticmethod
-    def for_pattern(d: int, kind: str, keep: int, m: int = 0) -> "MaskLMO":
+    def for_pattern(d: int, kind: str, keep: int, m: int = 0, g: int = 8) -> "MaskLMO | TileChunkLMO":
+        if kind == "cs256":
+            return TileChunkLMO(d, keep, g)
         if kind == "nm":
             return MaskLMO(np.arange(d).reshape(d // m, m), keep)
         return MaskLMO(np.arange(d)[None, :], keep)
@@ -84,3 +86,37 @@ class MaskLMO:
         delta0[self.groups.ravel()] = d0.ravel()
         delta1[self.groups.ravel()] = d1.ravel()
         return delta0, delta1
+
+
+class TileChunkLMO:
+    """cs256 masks of one row: ``keep`` in total, a multiple of g in every tile of 256 inputs.
+
+    argmin ⟨g, v⟩ under fixings is the chunk greedy of maskopt.solve.patterns.tile_chunk_topk on −g
+    with fixed ones at +∞ and fixed zeros at −∞ (exact: the per-tile value is concave in the count).
+    ``groups`` gives each input its tile id (1-D), which is where 1-swaps must stay.
+    """
+
+    def __init__(self, d: int, keep: int, g: int):
+        from ..patterns import TILE
+
+        self.d, self.keep, self.g = int(d), int(keep), int(g)
+        self.groups = np.arange(self.d) // TILE
+
+    def __call__(self, g: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+        import torch
+
+        from ..patterns import PatternError, tile_chunk_topk
+
+        s = np.where(lb > 0.5, np.inf, np.where(ub < 0.5, -np.inf, -np.asarray(g, dtype=np.float64)))
+        try:
+            v = tile_chunk_topk(torch.from_numpy(s)[None, :], self.keep, self.g)[0]
+        except PatternError as e:
+            raise Infeasible(str(e)) from None
+        return v.numpy().astype(np.float64)
+
+    def feasible(self, lb: np.ndarray, ub: np.ndarray) -> bool:
+        try:
+            self(np.zeros(self.d), lb, ub)
+        except Infeasible:
+            return False
+        return True

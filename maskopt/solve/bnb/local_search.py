@@ -10,10 +10,17 @@ import numpy as np
 
 
 def swap_descent(m: np.ndarray, w: np.ndarray, G: np.ndarray, groups: np.ndarray, max_swaps: int = 1000) -> np.ndarray:
-    """Best-improvement 1-swaps within groups until no swap lowers f; returns the new 0/1 mask."""
+    """Best-improvement 1-swaps within groups until no swap lowers f; returns the new 0/1 mask.
+
+    ``groups``: an (n_groups, size) index array, or a 1-D group id per input.
+    """
     m = np.asarray(m, dtype=np.float64).copy()
-    gid = np.empty(len(w), dtype=np.int64)
-    gid[np.asarray(groups).ravel()] = np.repeat(np.arange(groups.shape[0]), groups.shape[1])
+    groups = np.asarray(groups)
+    if groups.ndim == 1:
+        gid = groups
+    else:
+        gid = np.empty(len(w), dtype=np.int64)
+        gid[groups.ravel()] = np.repeat(np.arange(groups.shape[0]), groups.shape[1])
     same = gid[:, None] == gid[None, :]
     dg = np.diag(G)
     r = w * (1.0 - m)

@@ -175,7 +175,7 @@ def solve_rows(
     W = problem.W.detach().to(torch.float64).cpu().numpy()
     G = problem.G.detach().to(torch.float64).cpu().numpy()
     seeds = None if seed_mask is None else seed_mask.detach().cpu().numpy().astype(np.float64)
-    lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m)
+    lmo = MaskLMO.for_pattern(problem.d, pat.kind, problem.keep, pat.m, g=pat.g)
     if mu is None:
         mu = jacobi_shift(G)
     masks = np.zeros((len(rows), problem.d), dtype=bool)

@@ -3,13 +3,15 @@
     C = {0 ≤ v ≤ 1, Σ_{j ∈ g} v_j = keep for every group g, v = 1 on fixed_one, v = 0 on fixed_zero}.
 
 argmin_{v ∈ C} ⟨grad, v⟩ is a 0/1 vertex: in every group take the fixed ones, then the most
-negative remaining gradient entries (deterministic on a given device).
+negative remaining gradient entries (deterministic on a given device). For cs256 (C is the convex
+hull of the masks with k per row and a multiple of g per tile) the vertex is the chunk greedy
+of maskopt.solve.patterns.tile_chunk_topk, exact for linear objectives.
 """
 from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError
+from ..patterns import Pattern, PatternError, tile_chunk_topk
 
 
 class InfeasibleBounds(PatternError):
@@ -58,6 +60,9 @@ class TopKLMO:
         if self.fixed_one is not None and self.fixed_zero is not None:
             if bool((self.fixed_one & self.fixed_zero).any()):
                 raise InfeasibleBounds("an entry is fixed both to one and to zero")
+        if self.pattern.kind == "cs256" and (self.fixed_one is not None or self.fixed_zero is not None):
+            self._checked_shape = (rows, d)
+            self(torch.zeros(rows, d))  # the chunk greedy raises InfeasibleBounds when the fixings cannot fit
         self._checked_shape = (rows, d)
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
@@ -70,6 +75,11 @@ class TopKLMO:
             score = score.masked_fill(self.fixed_one, float("inf"))
         if self.fixed_zero is not None:
             score = score.masked_fill(self.fixed_zero, float("-inf"))
+        if self.pattern.kind == "cs256":
+            try:
+                return tile_chunk_topk(score, self.keep, self.pattern.g).to(grad.dtype)
+            except PatternError as e:
+                raise InfeasibleBounds(str(e)) from None
         g = self.pattern.to_groups(score)
         v = torch.zeros_like(g)
         if self.keep > 0:

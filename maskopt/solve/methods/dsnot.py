@@ -7,7 +7,7 @@ Starting from a mask (Wanda by default), every row repeatedly *grows* one pruned
   2 w_p c_p − w_p² G_pp > 0 with c = G r (the reconstruction-error sign rule: w_p c_p > 0);
 * prune u = the kept weight with the smallest Wanda score |w_u|·‖x_u‖ among those whose
   removal does not increase the error to first order (sign rule w_u c'_u ≤ 0, c' after growing);
-  for N:M, u is taken from p's block;
+  for N:M, u is taken from p's block (for cs256 from p's tile);
 * the pair is applied only if it lowers the row error; otherwise (or after ``max_cycles``) the row stops.
 
 Deviation from the paper, stated plainly: DSnoT scores with the *expected* reconstruction error
@@ -65,8 +65,9 @@ class DSnoT:
             wp = w.gather(1, p[:, None])[:, 0]
             c2 = c - wp[:, None] * G[p]
             cand = m & (w * c2 <= 0)
-            if pat.kind == "nm":
-                cand &= (cols[None, :] // pat.m) == (p[:, None] // pat.m)
+            same = pat.same_block(cols[None, :], p[:, None])
+            if same is not None:  # N:M blocks / cs256 tiles: the swap stays inside p's block
+                cand &= same
             score = wanda[active].masked_fill(~cand, float("inf"))
             smin, u = score.min(1)
             ok = (gmax > 0) & torch.isfinite(smin)

@@ -59,6 +59,11 @@ SWAP_WARM_ALPHA = 0.25  # α when SparseFW warm-starts SparseSwaps (see the tabl
 def round_topk(pattern, m: torch.Tensor, tiebreak: torch.Tensor, keep: int) -> torch.Tensor:
     """Top-``keep`` of m per group; equal m values are ordered by ``tiebreak`` (desc), then index."""
     rows, d = m.shape
+    if pattern.kind == "cs256":  # chunk greedy on the rank of (m, tiebreak): a feasible rounding
+        order = torch.argsort(tiebreak, dim=1, stable=True)
+        order = order.gather(1, torch.argsort(m.gather(1, order), dim=1, stable=True))
+        rank = torch.empty_like(m).scatter_(1, order, torch.arange(d, dtype=m.dtype, device=m.device).expand(rows, d))
+        return pattern.topk_mask(rank, keep)
     gm, gt = pattern.to_groups(m), pattern.to_groups(tiebreak)
     first = torch.argsort(gt, dim=1, descending=True, stable=True)
     second = torch.argsort(gm.gather(1, first), dim=1, descending=True, stable=True)
@@ -95,7 +100,7 @@ class SparseFW:
         G = problem.G.to(dtype=dt, device=W.device)
         scores = wanda_scores(problem).to(dt)
         m0 = pat.topk_mask(scores, keep)
-        n_fixed = int(self.alpha * keep)
+        n_fixed = pat.round_keep(int(self.alpha * keep))
         fixed = pat.topk_mask(scores, n_fixed) if n_fixed > 0 else None
         lmo = TopKLMO(pat, keep, fixed_one=fixed)
         res = frank_wolfe(W, G, lmo, m0, self.iterations, get_step(self.step), rowwise=pat.rowwise,

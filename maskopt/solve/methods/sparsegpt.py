@@ -3,7 +3,9 @@
 With H = G + λI and U = chol(H⁻¹) (upper), pruning column j of the current weights
 by q_j (0 where pruned) and spreading the error e = (w_j − q_j)/U_jj over the
 remaining columns via W[:, j:] −= e U[j, j:] is the optimal OBS update.
-The mask of each block of columns is chosen adaptively from w²/U_jj².
+The mask of each block of columns is chosen adaptively from w²/U_jj². For cs256 the blocks are
+the 256-input tiles; how many weights each tile of a row keeps (a multiple of g) is fixed up front
+by the cs256 chunk greedy on the initial scores w²/U_jj², then chosen adaptively inside each tile.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..layer_math import work_dtype
+from ..patterns import TILE, tile_counts
 from ..problem import LayerProblem, Solution
 from .registry import register
 
@@ -64,6 +67,9 @@ class SparseGPT:
         prune_all = rows * d - problem.keep if pat.kind == "unstructured" else 0
         mask = torch.ones(rows, d, dtype=torch.bool, device=W.device)  # True = kept
         bs = max(pat.m, self.blocksize // pat.m * pat.m) if pat.kind == "nm" else self.blocksize
+        if pat.kind == "cs256":
+            bs = TILE
+            tile_keep = tile_counts(pat.topk_mask(W**2 / U.diagonal()[None, :] ** 2, problem.keep))
         for i1 in range(0, d, bs):
             i2 = min(i1 + bs, d)
             W1 = W[:, i1:i2].clone()
@@ -76,6 +82,11 @@ class SparseGPT:
                 n = _prune_counts(prune_row, d, i1, i2)
                 idx = torch.argsort(score, dim=1, stable=True)[:, :n]
                 M1.scatter_(1, idx, False)
+            elif pat.kind == "cs256":
+                n = (i2 - i1) - tile_keep[:, i1 // TILE]  # pruned per row in this tile
+                order = torch.argsort(score, dim=1, stable=True)
+                keep1 = torch.arange(i2 - i1, device=W.device)[None, :] >= n[:, None]
+                M1.scatter_(1, order, keep1)
             elif pat.kind == "unstructured":
                 n = _prune_counts(prune_all, d, i1, i2)
                 flat = torch.argsort(score.reshape(-1), stable=True)[:n]

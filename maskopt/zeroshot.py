@@ -1,0 +1,144 @@
+"""Zero-shot accuracy through the lm-eval harness (the evaluation of the pruning papers), offline.
+
+The model stays in memory (lm-eval's ``HFLM`` wraps it). Tasks come from local files only, since the
+Hugging Face hub is unreachable here:
+
+* ``task_data={"boolq": "boolq.jsonl", ...}``: a built-in lm-eval task (its prompt, choices and metric)
+  reading its evaluation split from a local JSON-lines / JSON / CSV / Parquet file with the same columns
+  as the hub dataset (e.g. boolq: passage, question, label; arc_easy: question, choices, answerKey);
+* ``include_path``: a folder of lm-eval task YAMLs (``dataset_path: json`` + ``dataset_kwargs.data_files``)
+  whose tasks are then usable by name.
+
+A task that would need the hub raises :class:`TaskDataError` naming the way out.
+Scores: lm-eval's metrics per task (``acc``, ``acc_norm`` where the task defines it, ± stderr).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class TaskDataError(ValueError):
+    """A task cannot be loaded from local files."""
+
+
+def _offline() -> None:
+    for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+
+
+# where the paper tasks live among lm-eval's bundled YAMLs (saves indexing all of them: ~10 s)
+_PAPER_YAML = {"boolq": "super_glue/boolq/default.yaml", "rte": "glue/rte/default.yaml",
+               "hellaswag": "hellaswag/hellaswag.yaml", "winogrande": "winogrande/default.yaml",
+               "arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml",
+               "openbookqa": "openbookqa/openbookqa.yaml"}
+
+
+def _builtin_yaml(name: str) -> Path | None:
+    """Path of lm-eval's bundled YAML of task ``name`` (fast table first, then lm-eval's full index)."""
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+
+    rel = _PAPER_YAML.get(name)
+    if rel is not None and (Path(lm_eval.tasks.__file__).parent / rel).is_file():
+        return Path(lm_eval.tasks.__file__).parent / rel
+    entry = TaskManager()._entry(name)  # noqa: SLF001 - indexes every bundled task
+    return None if entry is None or entry.yaml_path is None else Path(entry.yaml_path)
+
+
+def _task_config(name: str, yaml_path: Path, data: str | Path | None) -> dict[str, Any]:
+    """The task's config as an inline spec; with ``data``, its evaluation split read from that local file.
+    Without, a dataset on the hub is refused before any download attempt."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = dict(load_yaml(str(yaml_path), resolve_func=True))
+    for key in ("tag", "group"):
+        cfg.pop(key, None)
+    if data is None:
+        src = str(cfg.get("dataset_path", ""))
+        if src not in set(_BUILDERS.values()) | {"text", "arrow"} and not Path(src).exists():
+            raise TaskDataError(f"task {name!r} reads the dataset {src!r} from the Hugging Face hub, which is "
+                                f"unreachable here; give its evaluation split as a local file: "
+                                f"--task-data {name}=FILE.jsonl")
+        return cfg
+    path = Path(data)
+    if not path.is_file():
+        raise TaskDataError(f"task {name}: data file {path} does not exist")
+    builder = _BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise TaskDataError(f"task {name}: {path} must be one of {sorted(_BUILDERS)}")
+    key = "test_split" if cfg.get("test_split") else "validation_split"  # the split lm-eval scores
+    split = cfg.get(key) or "validation"
+    cfg.update(dataset_path=builder, dataset_name=None, dataset_kwargs={"data_files": {split: str(path.resolve())}},
+               training_split=None, fewshot_split=None, validation_split=None, test_split=None)
+    cfg[key] = split
+    return cfg
+
+
+def build_tasks(tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
+                include_path: str | Path | None = None):
+    """(task manager, task specs for simple_evaluate): tasks of ``include_path`` by name, bundled tasks as
+    inline configs (with their local data where given)."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None and not Path(include_path).is_dir():
+        raise TaskDataError(f"task folder {include_path} does not exist")
+    manager = TaskManager(include_defaults=False, include_path=str(include_path) if include_path else None)
+    task_data = dict(task_data or {})
+    unknown = set(task_data) - set(tasks)
+    if unknown:
+        raise TaskDataError(f"data given for task(s) {sorted(unknown)} that are not in --tasks")
+    specs: list[str | dict[str, Any]] = []
+    for name in tasks:
+        if name not in task_data and manager._entry(name) is not None:  # noqa: SLF001 - a local YAML task
+            specs.append(name)
+            continue
+        yaml_path = _builtin_yaml(name)
+        if yaml_path is None:
+            raise TaskDataError(f"unknown lm-eval task {name!r} (add its YAML folder with --task-dir)")
+        specs.append(_task_config(name, yaml_path, task_data.get(name)))
+    return manager, specs
+
+
+def _needs_hub(exc: Exception) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(s in text for s in ("offline", "connection", "couldn't reach", "hub", "resolve", "not found on"))
+
+
+@torch.no_grad()
+def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
+              include_path: str | Path | None = None, limit: int | None = None, batch_size: int = 8,
+              num_fewshot: int = 0, seed: int = 0) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} (``acc``, ``acc_norm``, ``…_stderr``) of an in-memory causal LM."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    if not tasks:
+        raise TaskDataError("no tasks given")
+    _offline()
+    manager, specs = build_tasks(tasks, task_data=task_data, include_path=include_path)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    try:
+        out = simple_evaluate(model=lm, tasks=specs, task_manager=manager, num_fewshot=num_fewshot, limit=limit,
+                              log_samples=False, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
+                              torch_random_seed=seed, fewshot_random_seed=seed, verbosity="ERROR")
+    except Exception as e:  # noqa: BLE001 - lm-eval / datasets raise many types for a missing dataset
+        if _needs_hub(e):
+            raise TaskDataError(f"a task needs its dataset from the Hugging Face hub, which is unreachable ({e}); "
+                                "give local files with --task-data NAME=FILE or --task-dir") from None
+        raise
+    res: dict[str, dict[str, float]] = {}
+    for name, metrics in out["results"].items():
+        row = {}
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and "," in k:
+                metric, _filter = k.split(",", 1)
+                row[metric] = float(v)
+        res[name] = row
+    return res
