@@ -13,7 +13,7 @@ from conftest import TINY_LLAMA, needs_shared
 from maskopt.solve.layer_math import residual_gram, row_errors
 from maskopt.solve.patterns import Pattern
 from maskopt.solve.problem import LayerProblem
-from maskopt.solve.swaps import (SearchStats, accept_swaps, best_swaps_nm, best_swaps_per_row, memory_cap_bytes,
+from maskopt.solve.swaps import (SearchStats, accept_swaps, best_swaps_nm, block_swaps, best_swaps_per_row, memory_cap_bytes,
                                  pair_bound_factors, screened_swaps_per_row, swap_delta, swap_refine)
 
 torch.set_num_threads(1)
@@ -235,3 +235,22 @@ def test_real_layers_screened_vs_exhaustive(tiny_block0, pattern):
         assert torch.equal(ex.mask, sc.mask), name
         fast = swap_refine(W, G, m0, pr.pattern, pr.keep)
         assert pr.error(fast.mask) <= pr.error(m0)
+
+
+def test_block_swaps_never_reuses_a_used_pair():
+    """A one-pair block (cs256 tiles) has nothing left after its first swap: swapping back would be priced
+    with the wrong formula (p is kept now) and break the tracked error."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(512, 400, generator=g, dtype=torch.float64) * torch.rand(512, 1, generator=g, dtype=torch.float64) * 3
+    W = torch.randn(3, 512, generator=g, dtype=torch.float64)
+    G = X @ X.T
+    pat = Pattern.parse("cs256")
+    keep = pat.keep_per_group(3, 512, 0.5)
+    mask = pat.topk_mask(W.abs() * G.diagonal().sqrt(), keep)
+    res = swap_refine(W.float(), G.float(), mask, pat, keep, swaps_per_iter=16)
+    W32, G32 = W.float().double(), G.float().double()  # the problem swap_refine saw
+    assert float(res.errors.sum()) == pytest.approx(float(row_errors(W32, G32, res.mask).sum()), rel=1e-9)
+    C = residual_gram(W, G, mask)
+    bd, bp, bu = best_swaps_per_row(W, G, C, mask, keep, block=256)
+    taken, _, _, _ = block_swaps(W, G, C, bp[:, None], bu[:, None], torch.zeros(3, dtype=torch.float64), 4)
+    assert not taken[:, 1:].any()

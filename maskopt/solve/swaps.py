@@ -501,6 +501,7 @@ def block_swaps(W64: torch.Tensor, G: torch.Tensor, C64: torch.Tensor, P: torch.
     for step in range(steps):
         n = live.numel()
         r = torch.arange(n, device=dev)
+        free = alive
         if step == 0:
             pi = torch.zeros(n, dtype=torch.long, device=dev)
             ui = torch.zeros(n, dtype=torch.long, device=dev)
@@ -510,12 +511,13 @@ def block_swaps(W64: torch.Tensor, G: torch.Tensor, C64: torch.Tensor, P: torch.
             D = (Q + (s2w[:, :sp] - wc[:, :sp])[:, :, None]).add_((s2w[:, sp:] + wc[:, sp:])[:, None, :])
             idx = D.masked_fill_(blocked, inf).view(n, -1).argmin(1)
             pi, ui = idx // su, idx % su
+            free = alive & ~blocked[r, pi, ui]  # every pair of the block used: nothing left to swap
         p, u = P[r, pi], U[r, ui]
         wp, wu = wS[r, pi], wS[r, sp + ui]
         val = ((wp * wp * Gflat[p * (d + 1)].to(torch.float64) - 2 * wp * cS[r, pi])
                + (wu * wu * Gflat[u * (d + 1)].to(torch.float64) + 2 * wu * cS[r, sp + ui])
                - 2 * wp * wu * Gflat[p * d + u].to(torch.float64))
-        ok = alive & (val < -th)
+        ok = free & (val < -th)
         alive = ok
         taken[live, step] = ok
         out_p[live, step], out_u[live, step], out_d[live, step] = p, u, val
@@ -636,7 +638,8 @@ def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: P
                     P, U = _block_candidates(Wa[m], G, Ca[m], Ma[m], p0[m], u0[m], keep, block, h)
                 else:
                     P, U = p0[m, None], u0[m, None]
-                taken, ps, us, ds = block_swaps(W64[active[m]], G, C64[active[m]], P, U, thresh[m], J)
+                taken, ps, us, ds = block_swaps(W64[active[m]], G, C64[active[m]], P, U, thresh[m],
+                                                J if tile is None else 1)
                 change[m] = (ds * taken).sum(1)
                 ia, ja = taken.nonzero(as_tuple=True)
                 parts.append((active[m][ia], ps[ia, ja], us[ia, ja]))
