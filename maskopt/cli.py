@@ -395,7 +395,7 @@ def _zero_shot_cmd(model: str, tasks: str, task_data, task_dir, limit, as_json: 
 
 @app.command()
 def export(
-    pruned: Path = typer.Argument(..., help="Pruned model folder (output of `maskopt prune`; its zeros are the mask)."),
+    pruned: Path = typer.Argument(..., help="Pruned model folder (output of `maskopt prune`; its stored masks, else its zeros, are the kept sets)."),
     fmt: str = typer.Option("cs256", "--format", "-f", help="hf | compressed-tensors | cs256."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Format option KEY=VALUE: cs256 g=8 quant=none|int8|int4 qgroup=32 pad=false min_sparsity=0.1; compressed-tensors layout=auto|bitmask|2:4."),

@@ -112,3 +112,37 @@ def test_semi_structured_24_on_cuda(tmp_path):
         ref = model(ids).logits
         assert to_semi_structured(model) > 0
         assert (model(ids).logits - ref).abs().max() < 0.05
+
+
+def test_cs256_export_uses_the_stored_masks_with_kept_zeros(tmp_path, ids):
+    """A cs256 mask whose kept weights include exact zeros (dequantized GGUF weights have them): the masks
+    saved by `maskopt prune` make the export fit without padding; from the zeros alone it does not fit."""
+    from maskopt.export import MaskFitError
+    from maskopt.export.api import export_folder
+    from maskopt.io import MASKS_FILE, save_masks
+
+    model = pruned_llama("cs256", 0.5)
+    masks = {}
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and name != "lm_head":
+                masks[name] = mod.weight != 0
+                kept = torch.nonzero(masks[name][0])[:3, 0]
+                mod.weight[0, kept] = 0.0  # three kept weights of row 0 are exactly zero
+    folder = save_model(model, tiny_tokenizer(), tmp_path / "pruned")
+    with pytest.raises(MaskFitError, match="does not fit cs256"):
+        export_folder(folder, tmp_path / "no-masks", "cs256")
+    assert not (tmp_path / "no-masks").exists()
+    save_masks(masks, folder / MASKS_FILE)
+    info = export_folder(folder, tmp_path / "masks", "cs256")
+    assert info["padded_zeros"] == 0 and info["kept"] == sum(int(m.sum()) for m in masks.values())
+    ref, _ = load_model(folder)
+    with torch.no_grad():
+        assert torch.equal(load_exported(tmp_path / "masks")(ids).logits, ref(ids).logits)
+    # a weight changed after pruning outside its stored mask is refused, not silently dropped
+    name = "model.layers.0.mlp.up_proj"
+    masks[name] = masks[name].clone()
+    masks[name][1, torch.nonzero(masks[name][1])[0, 0]] = False
+    save_masks(masks, folder / MASKS_FILE)
+    with pytest.raises(MaskFitError, match="outside the stored mask"):
+        export_folder(folder, tmp_path / "tampered", "cs256")

@@ -24,14 +24,19 @@ INFO = "maskopt_export.json"
 
 
 def export_model(model: torch.nn.Module, tokenizer, out_dir: str | Path, fmt: str = "hf", *,
-                 overwrite: bool = False, **opts: Any) -> dict[str, Any]:
+                 overwrite: bool = False, masks: dict[str, torch.Tensor] | None = None,
+                 **opts: Any) -> dict[str, Any]:
     """Write ``model`` (and ``tokenizer``) to ``out_dir`` in format ``fmt``; returns the export info.
 
-    Nothing is left at ``out_dir`` when the export fails (e.g. a mask that does not fit the format).
+    ``masks`` (as saved by ``maskopt prune``) are the kept sets, kept zeros included; without them a
+    format that needs them takes the non-zeros. Nothing is left at ``out_dir`` when the export fails
+    (e.g. a mask that does not fit the format).
     """
     from .._version import __version__
 
     f = get_format(fmt)
+    if masks and f.uses_masks:
+        opts["masks"] = masks
     with atomic_dir(out_dir, overwrite) as tmp:
         stats = f.save(model, tmp, **opts)
         if tokenizer is not None:
@@ -122,7 +127,7 @@ def coerce_options(fmt: str, opts: dict[str, str]) -> dict[str, Any]:
     import inspect
 
     params = {k: p for k, p in inspect.signature(get_format(fmt).save).parameters.items()
-              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+              if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "masks"}
     unknown = set(opts) - set(params)
     if unknown:
         raise ValueError(f"format {fmt!r} has no option(s) {sorted(unknown)}; options: "
@@ -147,5 +152,9 @@ def coerce_options(fmt: str, opts: dict[str, str]) -> dict[str, Any]:
 def export_folder(src: str | Path, out: str | Path, fmt: str, *, overwrite: bool = False,
                   **opts: Any) -> dict[str, Any]:
     """Load a pruned model folder (or any export) and write it to ``out`` in ``fmt``."""
+    from ..io import MASKS_FILE, load_masks
+
     model, tokenizer = load_any(src)
-    return export_model(model, tokenizer, out, fmt, overwrite=overwrite, **opts)
+    masks_file = Path(src) / MASKS_FILE
+    masks = load_masks(masks_file) if masks_file.is_file() else None
+    return export_model(model, tokenizer, out, fmt, overwrite=overwrite, masks=masks, **opts)

@@ -232,6 +232,21 @@ def matmul(x: torch.Tensor, t: CS256Tensor, plan: tuple[torch.Tensor, torch.Tens
     return y.reshape(*x.shape[:-1], rows)
 
 
+def _kept(name: str, W: torch.Tensor, stored: torch.Tensor | None) -> torch.Tensor:
+    """The stored mask of ``name`` (checked against W: nothing non-zero outside it), else W's non-zeros."""
+    nonzero = W != 0
+    if stored is None:
+        return nonzero
+    stored = stored.to(device=W.device, dtype=torch.bool)
+    if stored.shape != W.shape:
+        raise MaskFitError(f"stored mask of {name} has shape {tuple(stored.shape)}, the weight {tuple(W.shape)}")
+    outside = int((nonzero & ~stored).sum())
+    if outside:
+        raise MaskFitError(f"{name}: {outside} non-zero weights lie outside the stored mask (the folder's weights "
+                           "were changed after pruning); remove maskopt_masks.safetensors to export the non-zeros")
+    return stored
+
+
 def pad_mask(mask: torch.Tensor, g: int) -> torch.Tensor:
     """The smallest superset of ``mask`` that fits cs256: every tile gets its lowest-index free entries
     until its count is a multiple of g (stored as explicit zeros: the weights do not change)."""
@@ -251,10 +266,13 @@ WEIGHTS = "model.cs256.safetensors"
 @register_format("cs256")
 class CS256Format(ExportFormat):
     """Sparse linears in CS256 (options: g, quant = none|int8|int4, qgroup, pad, min_sparsity);
-    every other tensor dense, in one safetensors file ``model.cs256.safetensors`` with a JSON header."""
+    every other tensor dense, in one safetensors file ``model.cs256.safetensors`` with a JSON header.
+    The kept set of a linear is its stored mask where given (kept zeros count), else its non-zeros."""
+
+    uses_masks = True
 
     def save(self, model, out: Path, *, g: int = 8, quant: str = "none", qgroup: int = 32, pad: bool = False,
-             min_sparsity: float = 0.1) -> dict[str, Any]:
+             min_sparsity: float = 0.1, masks: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         from safetensors.torch import save_file
 
         tensors: dict[str, torch.Tensor] = {}
@@ -266,7 +284,7 @@ class CS256Format(ExportFormat):
         if not sparse:
             raise MaskFitError(f"no linear layer has ≥ {min_sparsity:.0%} zeros: nothing to compress")
         for name, W in sparse.items():
-            mask = W != 0
+            mask = _kept(name, W, (masks or {}).get(name))
             if pad:
                 full = pad_mask(mask, g)
                 padded += int((full & ~mask).sum())

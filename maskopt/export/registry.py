@@ -17,6 +17,7 @@ class ExportFormat:
     model's full state dict (dense tensors, names as in ``model.state_dict()``)."""
 
     name: str = ""
+    uses_masks: bool = False  # save() takes ``masks`` ({module name: bool mask}, kept zeros included)
 
     def save(self, model: torch.nn.Module, out: Path, **opts: Any) -> dict[str, Any]:
         raise NotImplementedError
