@@ -89,3 +89,30 @@ def save_tiny(family: str, path: Path) -> Path:
     model.save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run far faster on one thread than on oversubscribed shared cores; restored after.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def nan_after_digits(after: int, **kw):
+    """A digits workload whose loss turns NaN after ``after`` loss evaluations (for last-good tests)."""
+    from maskopt.train import DigitsWorkload
+
+    class NaNAfter(DigitsWorkload):
+        def __init__(self) -> None:
+            super().__init__(**kw)
+            self.after, self.calls = after, 0
+
+        def loss(self, model, batch):
+            self.calls += 1
+            out = super().loss(model, batch)
+            return out * float("nan") if self.calls > self.after else out
+
+    return NaNAfter()

@@ -86,10 +86,4 @@ def assert_mask_kept(model, masks: dict[str, torch.Tensor]) -> None:
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on oversubscribed shared cores; restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")

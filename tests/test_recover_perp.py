@@ -1,12 +1,14 @@
 """PERP retraining: loss goes down, masks kept, LoRA merged without leftovers, clear errors."""
 import pytest
 import torch
-from test_recover_common import assert_mask_kept, masks_of, one_thread, pruned_pair, windows  # noqa: F401
+from test_recover_common import assert_mask_kept, masks_of, pruned_pair, windows  # noqa: F401
 from torch import nn
 
 from maskopt.recover import PERPConfig, RecoveryError
 from maskopt.recover.lora import MaskLoRA, ScaleLoRA, attach_lora, merge_lora
 from maskopt.recover.perp import perp_retrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(model):

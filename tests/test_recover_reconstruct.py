@@ -3,12 +3,14 @@ import copy
 
 import pytest
 import torch
-from test_recover_common import assert_mask_kept, masks_of, one_thread, pruned_pair, windows  # noqa: F401
+from test_recover_common import assert_mask_kept, masks_of, pruned_pair, windows  # noqa: F401
 
 from maskopt.model.adapters import get_adapter
 from maskopt.model.calibrate import capture_block_inputs
 from maskopt.recover import ReconstructConfig, RecoveryError, reconstruct
 from maskopt.recover.lstsq import layer_lstsq
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(model):

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from conftest import nan_after_digits
 
 from maskopt.train import (BudgetError, DigitsWorkload, IMPConfig, LastGood, NonFiniteLossError, Pruner,
                            SparsityScheduleError, TrainSchedule, bimp_split, load_last_good, run_bimp, run_imp,
@@ -12,12 +13,7 @@ from maskopt.train import (BudgetError, DigitsWorkload, IMPConfig, LastGood, Non
 from maskopt.train.masking import current_masks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -94,21 +90,10 @@ def test_bad_input():
         Pruner("nope")
 
 
-class _NaNAfter(DigitsWorkload):
-    """Digits whose loss turns NaN after a given number of loss evaluations."""
-
-    def __init__(self, after: int, **kw):
-        super().__init__(**kw)
-        self.after, self.calls = after, 0
-
-    def loss(self, model, batch):
-        self.calls += 1
-        out = super().loss(model, batch)
-        return out * float("nan") if self.calls > self.after else out
 
 
 def test_nonfinite_loss_keeps_last_good_checkpoint(tmp_path):
-    wl = _NaNAfter(after=10**9, hidden=(32,), epochs=3)
+    wl = nan_after_digits(after=10**9, hidden=(32,), epochs=3)
     model = wl.build_model(0)
     train_dense(model, wl, wl.default_schedule())
     guard = LastGood(tmp_path)

@@ -6,18 +6,14 @@ import copy
 
 import pytest
 import torch
+from conftest import nan_after_digits
 
 from maskopt.train import (DigitsWorkload, MaskMismatchError, SMSConfig, check_masks, greedy_soup, run_sms,
                            train_dense, uniform_soup)
 from maskopt.train.masking import current_masks, magnitude_masks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _states(m: int = 3, seed: int = 0):
@@ -117,21 +113,12 @@ def test_soup_of_differently_pruned_models_is_refused(trained):
         SMSConfig([0.5], retrain=3, copies=2, weight_decays=[0.0])
 
 
-class _NaNAfter(DigitsWorkload):
-    def __init__(self, after: int, **kw):
-        super().__init__(**kw)
-        self.after, self.calls = after, 0
-
-    def loss(self, model, batch):
-        self.calls += 1
-        out = super().loss(model, batch)
-        return out * float("nan") if self.calls > self.after else out
 
 
 def test_nonfinite_loss_in_a_copy_restores_the_last_soup(tmp_path):
     from maskopt.train import LastGood, NonFiniteLossError, load_last_good
 
-    wl = _NaNAfter(10**9, hidden=(32,), epochs=3)
+    wl = nan_after_digits(10**9, hidden=(32,), epochs=3)
     model = wl.build_model(0)
     train_dense(model, wl, wl.default_schedule())
     wl.after = wl.calls + 2 * 4 + 1  # phase 1: two copies × 4 steps; phase 2 fails in its first copy
