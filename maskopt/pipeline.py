@@ -23,6 +23,7 @@ from .recover.lstsq import layer_lstsq
 from .solve.allocation import outlier_share, owl_sparsities
 from .solve.methods import get_method
 from .solve.problem import LayerProblem, Solution
+from .solve.progress import reporting_to
 from .stages import Stage
 
 
@@ -119,10 +120,12 @@ class PruneStage(Stage):
                 sparsity = block_sparsity[step.index] if block_sparsity else config.sparsity
                 for name, module in adapter.linears(step.block).items():
                     full = adapter.layer_name(step.index, name)
-                    walker.status(f"{name} ({module.weight.shape[0]}×{module.weight.shape[1]})")
-                    rec, sol = self._solve(adapter, module, full, grams[name], sparsity, method, reference,
-                                           certify_layer)
-                    walker.status(f"{name} done in {rec.seconds:.1f} s")
+                    what = f"{config.method}: {name} ({module.weight.shape[0]}×{module.weight.shape[1]})"
+                    walker.status(what)
+                    with reporting_to(lambda text, what=what: walker.status(f"{what}, {text}")):
+                        rec, sol = self._solve(adapter, module, full, grams[name], sparsity, method, reference,
+                                               certify_layer)
+                    walker.status(f"{config.method}: {name} done in {rec.seconds:.1f} s")
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
         finally:

@@ -65,6 +65,7 @@ import torch
 
 from .layer_math import residual
 from .patterns import TILE, Pattern
+from .progress import say
 
 DEFAULT_TOL = 1e-4
 DEFAULT_SWAPS_PER_ITER = 16
@@ -657,6 +658,7 @@ def swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: P
             swaps.index_add_(0, rows_a, torch.ones_like(rows_a))
         active = active[moved]
         it += 1
+        say(lambda: f"swap iteration {it}: {rows - active.numel()}/{rows} rows done")
     return SwapResult(mask, swaps, it, converged, stopped, err, err0, stats.examined,
                       stats.total)
 

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from ..layer_math import grad_from_residual_gram, residual_gram, value_from_residual_gram
+from ..progress import say
 from .steps import ExactLineSearch
 
 
@@ -93,5 +94,7 @@ def frank_wolfe(
         gamma = step(t, D, DG, RG, rowwise)
         m.add_(gamma * (v - m))
         P.add_(gamma * DG)
+        say(lambda: f"Frank-Wolfe iteration {t + 1}/{iterations}, relative gap "
+                    f"{float(gap_rows.sum()) / max(float(value_rows.sum()), 1e-300):.3g}")
     lower = float(best_rows.sum()) if rowwise else max(float(best_total), 0.0)
     return FWResult(m, value_rows, gap_rows, t, best_rows, lower, hist)
