@@ -36,14 +36,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from _layers import real_layers  # noqa: E402
-from common import RESULTS, ROOT, SHARED, save  # noqa: E402
+from common import RESULTS, ROOT, SHARED, model_path, save  # noqa: E402
 from maskopt.certify.bounds import relaxation_bound  # noqa: E402
 from maskopt.solve.methods import get_method  # noqa: E402
 from maskopt.solve.problem import LayerProblem  # noqa: E402
 
 OLD_COMMIT = "44a0cd8"
-SMOL_F32 = Path("/work/cache/smollm2-135m-f32")
-SMOL_GGUF = SHARED / "models" / "smollm2-135m-instruct-q4_1"
 
 
 def old_bounds_module():
@@ -144,7 +142,7 @@ def main() -> None:
         recs += run_model("maskopt-tiny-llama", SHARED / "models" / "maskopt-tiny-llama",
                           SHARED / "data" / "english-calib" / "calib.txt", ints(args.tiny_blocks), ints(args.old_blocks), old)
     if ints(args.smol_blocks):
-        recs += run_model("SmolLM2-135M", SMOL_F32 if SMOL_F32.exists() else SMOL_GGUF,
+        recs += run_model("SmolLM2-135M", model_path("smollm"),
                           SHARED / "data" / "wikitext-2" / "valid.txt", ints(args.smol_blocks), [], old)
     meta["load_after"] = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)

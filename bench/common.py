@@ -19,6 +19,15 @@ MODELS = {
     "smollm": SHARED / "models" / "smollm2-135m-instruct-q4_1",
 }
 CALIB = SHARED / "data" / "english-calib" / "calib.txt"
+
+
+def model_path(name: str) -> Path:
+    """The model folder of ``name``; for SmolLM2 a float32 copy converted from the GGUF (same weights, loads
+    faster) when $MASKOPT_SMOLLM_F32 names one, else the GGUF in ../shared."""
+    f32 = os.environ.get("MASKOPT_SMOLLM_F32")
+    if name == "smollm" and f32 and (Path(f32) / "config.json").is_file():
+        return Path(f32)
+    return MODELS[name]
 TEXTS = {
     "heldout": SHARED / "data" / "english-heldout" / "test.txt",
     "wikitext": SHARED / "data" / "wikitext-2-raw" / "test.txt",

@@ -5,6 +5,8 @@ raw `test.txt`, windows of 512 tokens, the first `--eval-max-windows` of them (3
 tokens, the protocol of ../shared/README's dense 28.8). Every row runs in its own interpreter (honest peak
 memory) and is appended to `bench/results/smollm.jsonl` as soon as it finishes; rows already there are
 skipped, so the grid can be stopped and restarted. `--table` rebuilds `bench/results/smollm.md` from it.
+The model is the GGUF in ../shared, or a float32 folder converted from it (same weights, loads faster) when
+$MASKOPT_SMOLLM_F32 names one (this project's runs used one).
 
     .venv/bin/python bench/smollm.py --settings 50% 70% --methods wanda sparsegpt
     .venv/bin/python bench/smollm.py --settings 50% --methods wanda sparsegpt "sparseswaps:warm_start=sparsefw" \
@@ -19,10 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, SETTINGS, SHARED, run_child
+from common import RESULTS, ROOT, SETTINGS, SHARED, model_path, run_child
 
-SMOLLM = SHARED / "models" / "smollm2-135m-instruct-q4_1"
-CACHED = Path("/work/cache/smollm2-135m-f32")  # a converted float32 copy, when present (same weights, loads faster)
 CALIB = SHARED / "data" / "wikitext-2" / "valid.txt"
 TEXT = SHARED / "data" / "wikitext-2-raw" / "test.txt"
 NAME = "smollm"  # results: bench/results/<name>.jsonl and .md (--name)
@@ -31,10 +31,6 @@ MASKS = ["magnitude", "wanda", "ria", "sparsegpt", "dsnot", "sparsefw", "sparses
 PEERS = {("sparsegpt", "50%"): 51.2, ("sparsegpt", "70%"): 199, ("sparsegpt", "2:4"): 82.2, ("wanda", "50%"): 62.7}
 
 
-def model_path(name: str) -> Path:
-    if name == "tiny":
-        return SHARED / "models" / "maskopt-tiny-llama"
-    return CACHED if (CACHED / "config.json").is_file() else SMOLLM
 
 
 def row_key(r: dict) -> tuple:
@@ -87,7 +83,8 @@ def table(rows: list[dict]) -> str:
     for r in sorted(rows, key=lambda r: (r["model"], r["setting"], order.get(r["method"], 99), r["method"],
                                          r["recover"])):
         d = dense.get(r["model"])
-        peer = PEERS.get((r["method"], r["setting"])) if r["recover"] == "none" and r["model"] == "smollm" else None
+        plain = r["recover"] == "none" and not r.get("refit") and r.get("allocation", "uniform") == "uniform"
+        peer = PEERS.get((r["method"], r["setting"])) if plain and r["model"] == "smollm" else None
         w = r.get("mean_wanda_relative_error")
         rel = r["mean_relative_error"] / w if w else None
         rec_s = sum(v or 0 for v in (r.get("recovery_seconds") or {}).values())

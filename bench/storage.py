@@ -33,9 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import CALIB, MODELS, RESULTS, TEXTS  # noqa: E402
+from common import CALIB, MODELS, RESULTS, TEXTS, model_path  # noqa: E402
 
-SMOL_F32 = Path("/work/cache/smollm2-135m-f32")
 SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row", 0.7), "2:4": ("2:4", 0.5),
             "90%": ("per_row", 0.9)}  # 90 %: beyond the CS256 / bitmask crossover (docs/cs256.md), storage only
 
@@ -43,7 +42,7 @@ SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row",
 def load(name: str):
     from maskopt.model.loading import load_model
 
-    src = SMOL_F32 if name == "smollm" and SMOL_F32.is_dir() else MODELS[name]
+    src = model_path(name)
     model, tok = load_model(src)
     return model.eval(), tok, str(src)
 
