@@ -8,6 +8,10 @@ skipped, so the grid can be stopped and restarted. `--table` rebuilds `bench/res
 The model is the GGUF in ../shared, or a float32 folder converted from it (same weights, loads faster) when
 $MASKOPT_SMOLLM_F32 names one (this project's runs used one).
 
+Masks are cached: a mask row saves its pruned model under $MASKOPT_BENCH_MASKS (default
+~/.cache/maskopt/bench-masks), and a recovery row of the same mask starts from that folder instead of pruning
+again (its "prune s" is then the cached run's; its peak memory is the recovery run's own).
+
     .venv/bin/python bench/smollm.py --settings 50% 70% --methods wanda sparsegpt
     .venv/bin/python bench/smollm.py --settings 50% --methods wanda sparsegpt "sparseswaps:warm_start=sparsefw" \
         --recover none matrix subblock block full masklora:steps=100
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,6 +43,13 @@ def row_key(r: dict) -> tuple:
     return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"), r.get("refit", False))
 
 
+def mask_cache(a: argparse.Namespace) -> Path:
+    """Folder of the pruned model of this row's mask (same model, method, setting, allocation, refit, data)."""
+    root = Path(os.environ.get("MASKOPT_BENCH_MASKS", Path.home() / ".cache" / "maskopt" / "bench-masks"))
+    key = f"{a.model}-{a.method}-{a.setting}-{a.allocation}-refit{a.refit[0]}-{a.nsamples}x{a.seqlen}"
+    return root / re.sub(r"[^A-Za-z0-9._=-]+", "_", key)
+
+
 def child(a: argparse.Namespace) -> None:
     import torch
 
@@ -48,21 +61,33 @@ def child(a: argparse.Namespace) -> None:
     from maskopt.pipeline import PruneStage
     from maskopt.stages import make_stage
 
+    from maskopt.io import MASKS_FILE
+    from maskopt.report import load_report, peak_memory_mb
+    from maskopt.save import SaveOptions, SaveStage
+
     t0 = time.time()
     a.recover = a.recover[0]
-    stages = []
-    if a.method != "dense":
+    recover = [make_stage(r, "recover") for r in a.recover.split("+") if r != "none"]
+    evaluate = EvaluateStage(EvaluateOptions([str(TEXT)], "ppl", 512, a.eval_max_windows, cache=a.method == "dense"))
+    cache = mask_cache(a)
+    inputs = JobInputs(model_path(a.model), [str(CALIB)], a.nsamples, a.seqlen, progress=False)
+    report, out, cached = None, None, False
+    if a.method == "dense":
+        stages = [evaluate]
+    elif recover and (cache / MASKS_FILE).is_file():  # the mask was made by an earlier row: recover from it
+        stages, cached = [*recover, evaluate], True
+        inputs.model, inputs.dense, report = cache, model_path(a.model), load_report(cache)
+        print(f"mask from {cache}", file=sys.stderr)
+    else:
         pattern, sparsity = SETTINGS[a.setting]
         name, _, opts = a.method.partition(":")
         cfg = PruneConfig(method=name, sparsity=sparsity, pattern=pattern, nsamples=a.nsamples, seqlen=a.seqlen,
                           method_options=parse_kv(opts.split(",") if opts else []), progress=False,
                           reference=None if a.no_reference else "wanda", allocation=a.allocation,
                           refit=a.refit == ["yes"])
-        stages.append(PruneStage(cfg))
-        stages += [make_stage(r, "recover") for r in a.recover.split("+") if r != "none"]
-    stages.append(EvaluateStage(EvaluateOptions([str(TEXT)], "ppl", 512, a.eval_max_windows, cache=a.method == "dense")))
-    rep = run_job(stages, JobInputs(model_path(a.model), [str(CALIB)], a.nsamples, a.seqlen, progress=False),
-                  log=lambda m: print(m, file=sys.stderr))
+        stages, out = [PruneStage(cfg), SaveStage(SaveOptions(overwrite=True)), *recover, evaluate], cache
+        cache.parent.mkdir(parents=True, exist_ok=True)
+    rep = run_job(stages, inputs, out=out, report=report, log=lambda m: print(m, file=sys.stderr))
     out = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
            "allocation": a.allocation, "refit": a.refit == ["yes"], "ppl": next(iter(rep.perplexity.values()))["ppl"],
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
@@ -70,7 +95,7 @@ def child(a: argparse.Namespace) -> None:
            "layer_relative_errors": [r.relative_error for r in rep.layers],
            "sparsity": rep.sparsity, "prune_seconds": rep.prune_seconds,
            "recovery_seconds": {k: v.get("seconds") for k, v in rep.recovery.items()},
-           "seconds": time.time() - t0, "peak_memory_mb": rep.peak_memory_mb.get("cpu_rss"),
+           "seconds": time.time() - t0, "peak_memory_mb": peak_memory_mb()["cpu_rss"], "mask_cached": cached,
            "threads": a.threads, "eval_windows": a.eval_max_windows, "calibration": f"{a.nsamples}x{a.seqlen}"}
     print(json.dumps(out))
 
