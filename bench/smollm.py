@@ -103,7 +103,7 @@ def child(a: argparse.Namespace) -> None:
 def table(rows: list[dict]) -> str:
     dense = {r["model"]: r["ppl"] for r in rows if r["method"] == "dense"}
     lines = ["| model | setting | mask | recovery | ppl | ppl / dense | peer (llm-compressor) | mean rel. layer error | "
-             "vs Wanda | prune s | recovery s | peak MB |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "vs Wanda | prune s | recovery s | peak MB | threads |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     order = {m: i for i, m in enumerate(["dense", *MASKS])}
     for r in sorted(rows, key=lambda r: (r["model"], r["setting"], order.get(r["method"], 99), r["method"],
                                          r["recover"])):
@@ -117,7 +117,8 @@ def table(rows: list[dict]) -> str:
         mask = r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + (" + refit" if r.get("refit") else "")
         cells = [r["model"], setting, mask, r["recover"], f"{r['ppl']:.2f}", f"{r['ppl'] / d:.3f}" if d else "–",
                  str(peer) if peer else "–", f"{r['mean_relative_error']:.4f}", f"{rel:.3f}" if rel else "–",
-                 f"{r['prune_seconds']:.0f}", f"{rec_s:.0f}", f"{r['peak_memory_mb']:.0f}"]
+                 f"{r['prune_seconds']:.0f}" + ("*" if r.get("mask_cached") else ""), f"{rec_s:.0f}",
+                 f"{r['peak_memory_mb']:.0f}", str(r.get("threads", 2))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -177,7 +178,8 @@ def main() -> None:
     (RESULTS / f"{a.name}.md").write_text(
         f"Scoreboard (`bench/smollm.py`): calibration 128 × 256 WikiText-2 valid, perplexity on "
         f"WikiText-2 raw test, windows of 512 (first {a.eval_max_windows}). CPU, 2 cores shared with other jobs: "
-        f"times are pessimistic.\n\n" + md)
+        f"times are pessimistic. Peak MB is the row's own process; * = mask loaded from the cache of an earlier "
+        f"row (prune s is that row's).\n\n" + md)
     print(md)
 
 
