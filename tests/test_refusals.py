@@ -220,8 +220,8 @@ def test_recover_without_stage_runs_the_recommended_one(tmp_path):
     r = runner.invoke(app, ["recover", str(tmp_path / "out"), "--out", str(tmp_path / "rec"), "--calib",
                             str(_text(tmp_path)), "--nsamples", "8", "--seqlen", "16"])
     assert r.exit_code == 0, r.output
-    assert "recommended one, --recover matrix" in r.output
-    assert "matrix" in json.loads((tmp_path / "rec" / "maskopt_report.json").read_text())["recovery"]
+    assert "recommended one, --recover masklora" in r.output
+    assert json.loads((tmp_path / "rec" / "maskopt_report.json").read_text())["recovery"]["masklora"]["mode"] == "masklora"
 
 
 def test_quiet_shows_no_progress_bars_and_eval_whole_text(tmp_path):
