@@ -11,7 +11,9 @@ from .config import PERPConfig, ReconstructConfig
 from .perp import perp_retrain
 from .reconstruct import reconstruct
 
-RECOMMENDED = "masklora"  # measured best on SmolLM2 at 50% (README scoreboard: Wanda 60.3 → 43.1; matrix 51.8, full 55.1)
+# SmolLM2 at 50% (README scoreboard), 1 epoch: Wanda 60.3 → MaskLoRA 43.1 (matrix 51.8, block 53.4, subblock 58.4,
+# full retraining 41.3 at its best lr 1e-4, 55.1 at 1e-5); MaskLoRA: best of the stages that need no lr tuning.
+RECOMMENDED = "masklora"
 
 
 @register_stage("blocks", kind="recover", granularity="blocks")
