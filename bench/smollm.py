@@ -123,6 +123,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recovery_table(rows: list[dict], setting: str = "50%") -> str:
+    """Perplexity after each recovery (rows) of each mask (columns) at one setting; cell: ppl (recovery s, peak GB)."""
+    rows = [r for r in rows if r["setting"] == setting and r.get("allocation", "uniform") == "uniform"]
+    label = {}
+    for r in rows:
+        label[id(r)] = r["method"] + (" + refit" if r.get("refit") else "")
+    masks = [m for m in dict.fromkeys(label[id(r)] for r in rows if r["recover"] != "none")]
+    recs = sorted({r["recover"] for r in rows if label[id(r)] in masks}, key=lambda x: (x != "none", x))
+    cell = {(label[id(r)], r["recover"]): r for r in rows}
+    lines = [f"| recovery at {setting} | " + " | ".join(masks) + " |", "|---|" + "---:|" * len(masks)]
+    for rec in recs:
+        out = []
+        for m in masks:
+            r = cell.get((m, rec))
+            s = sum(v or 0 for v in (r.get("recovery_seconds") or {}).values()) if r else 0
+            out.append("–" if r is None else f"{r['ppl']:.2f}" if rec == "none" else
+                       f"{r['ppl']:.2f} ({s:.0f} s, {r['peak_memory_mb'] / 1024:.1f} GB)")
+        lines.append(f"| {rec} | " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -179,7 +200,8 @@ def main() -> None:
         f"Scoreboard (`bench/smollm.py`): calibration 128 × 256 WikiText-2 valid, perplexity on "
         f"WikiText-2 raw test, windows of 512 (first {a.eval_max_windows}). CPU, 2 cores shared with other jobs: "
         f"times are pessimistic. Peak MB is the row's own process; * = mask loaded from the cache of an earlier "
-        f"row (prune s is that row's).\n\n" + md)
+        f"row (prune s is that row's).\n\n" + md + "\nRecovery of the same masks (perplexity; recovery time and the "
+        f"row's peak memory):\n\n" + recovery_table(rows))
     print(md)
 
 
