@@ -204,8 +204,9 @@ def test_prune_with_recovery_then_recover_again(model_dir, text_file, tmp_path):
 
 
 def test_recover_bad_input(model_dir, text_file, tmp_path):
-    r = runner.invoke(app, ["recover", str(model_dir), "--out", str(tmp_path / "o"), "--calib", str(text_file), "-q"])
-    assert r.exit_code == 2 and "--dense" in r.output  # the default recovery (matrix) needs the dense model
+    r = runner.invoke(app, ["recover", str(model_dir), "--out", str(tmp_path / "o"), "--calib", str(text_file),
+                            "--recover", "matrix", "-q"])
+    assert r.exit_code == 2 and "--dense" in r.output  # reconstruction needs the dense model
     r = runner.invoke(app, ["recover", str(model_dir), "--out", str(tmp_path / "o"), "--calib", str(text_file),
                             "--perp", "masklora", "--perp-opt", "lr=0", "-q"])
     assert r.exit_code == 2 and "lr" in r.output
