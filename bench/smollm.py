@@ -88,7 +88,7 @@ def child(a: argparse.Namespace) -> None:
         stages, out = [PruneStage(cfg), SaveStage(SaveOptions(overwrite=True)), *recover, evaluate], cache
         cache.parent.mkdir(parents=True, exist_ok=True)
     rep = run_job(stages, inputs, out=out, report=report, log=lambda m: print(m, file=sys.stderr))
-    out = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
+    row = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
            "allocation": a.allocation, "refit": a.refit == ["yes"], "ppl": next(iter(rep.perplexity.values()))["ppl"],
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
            "mean_wanda_relative_error": rep.mean_reference_relative_error(),
@@ -97,7 +97,15 @@ def child(a: argparse.Namespace) -> None:
            "recovery_seconds": {k: v.get("seconds") for k, v in rep.recovery.items()},
            "seconds": time.time() - t0, "peak_memory_mb": peak_memory_mb()["cpu_rss"], "mask_cached": cached,
            "threads": a.threads, "eval_windows": a.eval_max_windows, "calibration": f"{a.nsamples}x{a.seqlen}"}
-    print(json.dumps(out))
+    print(json.dumps(row))
+
+
+def mask_label(r: dict) -> str:
+    return r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + (" + refit" if r.get("refit") else "")
+
+
+def recovery_seconds(r: dict) -> float:
+    return sum(v or 0 for v in (r.get("recovery_seconds") or {}).values())
 
 
 def table(rows: list[dict]) -> str:
@@ -112,12 +120,10 @@ def table(rows: list[dict]) -> str:
         peer = PEERS.get((r["method"], r["setting"])) if plain and r["model"] == "smollm" else None
         w = r.get("mean_wanda_relative_error")
         rel = r["mean_relative_error"] / w if w else None
-        rec_s = sum(v or 0 for v in (r.get("recovery_seconds") or {}).values())
         setting = r["setting"] if r["method"] != "dense" else "–"
-        mask = r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + (" + refit" if r.get("refit") else "")
-        cells = [r["model"], setting, mask, r["recover"], f"{r['ppl']:.2f}", f"{r['ppl'] / d:.3f}" if d else "–",
+        cells = [r["model"], setting, mask_label(r), r["recover"], f"{r['ppl']:.2f}", f"{r['ppl'] / d:.3f}" if d else "–",
                  str(peer) if peer else "–", f"{r['mean_relative_error']:.4f}", f"{rel:.3f}" if rel else "–",
-                 f"{r['prune_seconds']:.0f}" + ("*" if r.get("mask_cached") else ""), f"{rec_s:.0f}",
+                 f"{r['prune_seconds']:.0f}" + ("*" if r.get("mask_cached") else ""), f"{recovery_seconds(r):.0f}",
                  f"{r['peak_memory_mb']:.0f}", str(r.get("threads", 2))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -126,20 +132,16 @@ def table(rows: list[dict]) -> str:
 def recovery_table(rows: list[dict], setting: str = "50%") -> str:
     """Perplexity after each recovery (rows) of each mask (columns) at one setting; cell: ppl (recovery s, peak GB)."""
     rows = [r for r in rows if r["setting"] == setting and r.get("allocation", "uniform") == "uniform"]
-    label = {}
-    for r in rows:
-        label[id(r)] = r["method"] + (" + refit" if r.get("refit") else "")
-    masks = [m for m in dict.fromkeys(label[id(r)] for r in rows if r["recover"] != "none")]
-    recs = sorted({r["recover"] for r in rows if label[id(r)] in masks}, key=lambda x: (x != "none", x))
-    cell = {(label[id(r)], r["recover"]): r for r in rows}
+    masks = list(dict.fromkeys(mask_label(r) for r in rows if r["recover"] != "none"))
+    cell = {(mask_label(r), r["recover"]): r for r in rows if mask_label(r) in masks}
+    recs = sorted({rec for _, rec in cell}, key=lambda x: (x != "none", x))
     lines = [f"| recovery at {setting} | " + " | ".join(masks) + " |", "|---|" + "---:|" * len(masks)]
     for rec in recs:
         out = []
         for m in masks:
             r = cell.get((m, rec))
-            s = sum(v or 0 for v in (r.get("recovery_seconds") or {}).values()) if r else 0
             out.append("–" if r is None else f"{r['ppl']:.2f}" if rec == "none" else
-                       f"{r['ppl']:.2f} ({s:.0f} s, {r['peak_memory_mb'] / 1024:.1f} GB)")
+                       f"{r['ppl']:.2f} ({recovery_seconds(r):.0f} s, {r['peak_memory_mb'] / 1024:.1f} GB)")
         lines.append(f"| {rec} | " + " | ".join(out) + " |")
     return "\n".join(lines) + "\n"
 

@@ -20,13 +20,13 @@ from common import RESULTS, ROOT, model_path
 from smollm import TEXT
 
 
-def groups(n_blocks: int, names: list[str]) -> dict[str, set[tuple[int, str]]]:
-    """Named sets of (block, linear name) to take from the pruned model."""
+def groups(n_blocks: int, names: list[str], attn: str) -> dict[str, set[tuple[int, str]]]:
+    """Named sets of (block, linear name) to take from the pruned model; ``attn``: the adapter's attention path
+    (the linears below it are the attention group, the others the MLP group)."""
     every = {(b, n) for b in range(n_blocks) for n in names}
+    attention = {(b, n) for b, n in every if n.startswith(attn + ".")}
     third = n_blocks // 3
-    out = {"all": every,
-           "attention": {(b, n) for b, n in every if "self_attn" in n or "attn" in n.split(".")[0]},
-           "mlp": {(b, n) for b, n in every if "mlp" in n},
+    out = {"all": every, "attention": attention, "mlp": every - attention,
            f"blocks 0–{third - 1}": {(b, n) for b, n in every if b < third},
            f"blocks {third}–{2 * third - 1}": {(b, n) for b, n in every if third <= b < 2 * third},
            f"blocks {2 * third}–{n_blocks - 1}": {(b, n) for b, n in every if b >= 2 * third},
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm")
     ap.add_argument("--eval-max-windows", type=int, default=32)
     ap.add_argument("--name", default="smollm_attribution")
-    ap.add_argument("--only", nargs="*", help="group names to evaluate (default: all)")
+    ap.add_argument("--only", nargs="*", help="group names to evaluate (default: every group; the whole model always)")
     a = ap.parse_args()
     import torch
 
@@ -68,8 +68,8 @@ def main() -> None:
     rows = res.setdefault(key, {})
     if "dense" not in rows:
         rows["dense"] = ppl()
-    for g, members in groups(len(d_blocks), names).items():
-        if g in rows or (a.only and g not in a.only):
+    for g, members in groups(len(d_blocks), names, adapter.attn).items():
+        if g in rows or (a.only and g not in {*a.only, "all"}):  # "all" is the denominator of the shares
             continue
         t = time.time()
         with torch.no_grad():

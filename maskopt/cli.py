@@ -178,7 +178,7 @@ def _pruned_folder(pruned: Path) -> None:
 def recover(
     pruned: Path = typer.Argument(..., help="Pruned model folder (its saved masks, or its zeros, are kept)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
-    recover_: Optional[List[str]] = typer.Option(None, "--recover", help=RECOVER_HELP + " Default: masklora (PERP MaskLoRA, the measured best on SmolLM2)."),
+    recover_: Optional[List[str]] = typer.Option(None, "--recover", help=RECOVER_HELP + " Default: masklora (PERP MaskLoRA; on SmolLM2 the best stage that needs no lr tuning)."),
     dense: Optional[str] = typer.Option(None, help="Dense model for reconstruction targets (default: from the report)."),
     calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration/training text(s) (default: ../shared english-calib)."),
     reconstruct: Optional[str] = typer.Option(None, help="Older form of --recover: matrix | subblock | block | blocks."),
