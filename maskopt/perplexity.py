@@ -37,6 +37,78 @@ def perplexity(model, windows: torch.Tensor, *, device: str | torch.device | Non
     return ppl
 
 
+@torch.no_grad()
+def window_nlls(model, windows: torch.Tensor, *, device: str | torch.device | None = None, batch_size: int = 4,
+                progress: bool = True, desc: str = "nll") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per window: the summed token negative log-likelihood (float64) and the number of predicted tokens, so
+    that perplexity = exp(Σ nll / Σ tokens) over any subset or resample of the windows (see
+    :func:`bootstrap_perplexity`). Each window is scored on its own, as in :func:`perplexity`."""
+    if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
+        raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    nlls = []
+    for i in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress):
+        batch = windows[i : i + batch_size].to(device)
+        logits = model(input_ids=batch, use_cache=False).logits.float()
+        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
+        nlls.append(nll.view(batch.shape[0], -1).double().sum(1).cpu())
+    nll = torch.cat(nlls)
+    if not torch.isfinite(nll).all():
+        raise FloatingPointError("perplexity is not finite: the model produces NaN/Inf logits")
+    return nll, torch.full_like(nll, float(windows.shape[1] - 1))
+
+
+def perplexity_from_nlls(nll, tokens) -> float:
+    """exp(Σ nll / Σ tokens) of per-window sums (:func:`window_nlls`)."""
+    nll, tokens = torch.as_tensor(nll, dtype=torch.float64), torch.as_tensor(tokens, dtype=torch.float64)
+    return math.exp(float(nll.sum() / tokens.sum()))
+
+
+def _resample(n: int, n_boot: int, seed: int) -> torch.Tensor:
+    """n_boot × n window indices drawn with replacement (deterministic for a seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, n, (n_boot, n), generator=gen)
+
+
+def _percentiles(x: torch.Tensor, level: float) -> tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(x, q).tolist()
+    return lo, hi
+
+
+def bootstrap_perplexity(nll, tokens, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the perplexity over windows: the windows are resampled with replacement
+    ``n_boot`` times and exp(Σ nll / Σ tokens) computed on each resample. Windows are the unit (tokens within a
+    window are not independent)."""
+    nll, tokens = torch.as_tensor(nll, dtype=torch.float64), torch.as_tensor(tokens, dtype=torch.float64)
+    if nll.ndim != 1 or nll.shape != tokens.shape or nll.numel() == 0:
+        raise ValueError(f"need equal 1-D per-window nll and token counts, got {tuple(nll.shape)} and {tuple(tokens.shape)}")
+    idx = _resample(nll.numel(), n_boot, seed)
+    return _percentiles(torch.exp(nll[idx].sum(1) / tokens[idx].sum(1)), level)
+
+
+def paired_bootstrap(nll_a, nll_b, tokens, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Model A against model B on the same windows: the difference ppl_A − ppl_B and the ratio ppl_A / ppl_B with
+    percentile intervals from resampling the windows jointly (both models see the same resample), and the share
+    of resamples in which A is better (lower). "A is better" needs the whole difference interval below 0."""
+    a, b = torch.as_tensor(nll_a, dtype=torch.float64), torch.as_tensor(nll_b, dtype=torch.float64)
+    t = torch.as_tensor(tokens, dtype=torch.float64)
+    if a.shape != b.shape or a.shape != t.shape or a.ndim != 1 or a.numel() == 0:
+        raise ValueError(f"paired comparison needs the same windows: shapes {tuple(a.shape)}, {tuple(b.shape)}, {tuple(t.shape)}")
+    idx = _resample(a.numel(), n_boot, seed)
+    tok = t[idx].sum(1)
+    pa, pb = torch.exp(a[idx].sum(1) / tok), torch.exp(b[idx].sum(1) / tok)
+    ppl_a, ppl_b = perplexity_from_nlls(a, t), perplexity_from_nlls(b, t)
+    d_lo, d_hi = _percentiles(pa - pb, level)
+    r_lo, r_hi = _percentiles(pa / pb, level)
+    return {"ppl_a": ppl_a, "ppl_b": ppl_b, "diff": ppl_a - ppl_b, "diff_lo": d_lo, "diff_hi": d_hi,
+            "ratio": ppl_a / ppl_b, "ratio_lo": r_lo, "ratio_hi": r_hi, "p_a_better": float((pa < pb).double().mean()),
+            "windows": int(a.numel()), "level": level}
+
+
 def check_max_windows(max_windows: int | None) -> int | None:
     """None or 0: the whole text; ≥ 1: a cap on windows per text; negative: an error."""
     if max_windows is None or max_windows == 0:

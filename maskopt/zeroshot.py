@@ -21,11 +21,76 @@ from typing import Any, Mapping, Sequence
 import torch
 
 PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+PAPER_ALIAS = "paper"  # --tasks paper: the seven tasks above, each read from its local file (default_task_data)
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 class TaskDataError(ValueError):
     """A task cannot be loaded from local files."""
+
+
+def default_task_dir() -> Path:
+    """Where the seven paper tasks' validation files live: $MASKOPT_ZEROSHOT_DATA, else ``../shared/data/zeroshot``
+    beside the source checkout (the project layout), else beside the current folder."""
+    env = os.environ.get("MASKOPT_ZEROSHOT_DATA")
+    if env:
+        return Path(env)
+    for root in (Path(__file__).resolve().parents[2], Path.cwd().parent, Path.cwd()):
+        d = root / "shared" / "data" / "zeroshot"
+        if d.is_dir():
+            return d
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "zeroshot"
+
+
+def default_task_data(tasks: Sequence[str] = PAPER_TASKS, folder: str | Path | None = None) -> dict[str, Path]:
+    """{task: FOLDER/TASK.validation.jsonl} for the paper tasks; a missing folder or file is a TaskDataError."""
+    folder = Path(folder) if folder is not None else default_task_dir()
+    out = {}
+    for t in tasks:
+        if t not in PAPER_TASKS:
+            raise TaskDataError(f"no local default data for task {t!r} (only {', '.join(PAPER_TASKS)})")
+        f = folder / f"{t}.validation.jsonl"
+        if not f.is_file():
+            raise TaskDataError(f"task {t}: {f} does not exist (set MASKOPT_ZEROSHOT_DATA to the folder of the "
+                                f"seven *.validation.jsonl files, or give --task-data {t}=FILE)")
+        out[t] = f
+    return out
+
+
+def expand_tasks(tasks: Sequence[str], task_data: Mapping[str, str | Path] | None = None
+                 ) -> tuple[list[str], dict[str, str | Path]]:
+    """``paper`` stands for the seven paper tasks, each with its local default file unless ``task_data`` names
+    one; other names pass through unchanged (a bundled task without data still needs --task-data)."""
+    names: list[str] = []
+    data = dict(task_data or {})
+    for t in tasks:
+        if t == PAPER_ALIAS:
+            for p in PAPER_TASKS:
+                if p not in names:
+                    names.append(p)
+            data = {**default_task_data([p for p in PAPER_TASKS if p not in data]), **data}
+        elif t not in names:
+            names.append(t)
+    return names, data
+
+
+def mean_accuracy(res: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Means over tasks: ``acc``; ``acc_norm`` (a task without it counts with its acc, as in the Wanda and
+    SparseGPT tables); and the standard error of each mean from the tasks' standard errors (independent
+    samples: se = √(Σ se_t²) / n_tasks), where every task has one."""
+    if not res:
+        raise ValueError("no task results")
+    accs = [r["acc"] for r in res.values()]
+    norms = [r.get("acc_norm", r["acc"]) for r in res.values()]
+    out = {"mean_acc": sum(accs) / len(accs), "mean_acc_norm": sum(norms) / len(norms), "tasks": len(res)}
+    se = [r.get("acc_stderr") for r in res.values()]
+    se_n = [r.get("acc_norm_stderr", r.get("acc_stderr")) if "acc_norm" in r else r.get("acc_stderr")
+            for r in res.values()]
+    if all(isinstance(x, float) for x in se):
+        out["mean_acc_stderr"] = sum(x * x for x in se) ** 0.5 / len(se)
+    if all(isinstance(x, float) for x in se_n):
+        out["mean_acc_norm_stderr"] = sum(x * x for x in se_n) ** 0.5 / len(se_n)
+    return out
 
 
 def _offline() -> None:
@@ -115,18 +180,22 @@ def _needs_hub(exc: Exception) -> bool:
 def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
               include_path: str | Path | None = None, limit: int | None = None, batch_size: int = 8,
               num_fewshot: int = 0, seed: int = 0) -> dict[str, dict[str, float]]:
-    """{task: {metric: value}} (``acc``, ``acc_norm``, ``…_stderr``) of an in-memory causal LM."""
+    """{task: {metric: value}} (``acc``, ``acc_norm``, ``…_stderr``) of an in-memory causal LM. The task name
+    ``paper`` runs the seven tasks of the Wanda / SparseGPT papers from their local files (default_task_data)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     if not tasks:
         raise TaskDataError("no tasks given")
+    tasks, task_data = expand_tasks(tasks, task_data)
     _offline()
     manager, specs = build_tasks(tasks, task_data=task_data, include_path=include_path)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    # bootstrap_iters=1: acc and acc_norm are means, for which lm-eval then gives the closed-form standard error
+    # (no resampling happens); 0 would drop the standard errors.
     try:
         out = simple_evaluate(model=lm, tasks=specs, task_manager=manager, num_fewshot=num_fewshot, limit=limit,
-                              log_samples=False, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
+                              log_samples=False, bootstrap_iters=1, random_seed=seed, numpy_random_seed=seed,
                               torch_random_seed=seed, fewshot_random_seed=seed, verbosity="ERROR")
     except Exception as e:  # noqa: BLE001 - lm-eval / datasets raise many types for a missing dataset
         if _needs_hub(e):

@@ -1,0 +1,127 @@
+"""Protocol v2 (issue 20): per-window NLLs, bootstrap intervals, paired comparisons, and the calibration / tuning
+split of WikiText-2 valid (disjoint; the tuning text never in a sampled window)."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SHARED, needs_shared, tiny_model, tiny_tokenizer
+
+from maskopt.data import make_windows
+from maskopt.perplexity import (bootstrap_perplexity, paired_bootstrap, perplexity, perplexity_from_nlls,
+                                window_nlls)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import protocol  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_window_nlls_give_the_perplexity_of_the_evaluate_function():
+    model = tiny_model("llama")
+    windows = torch.randint(0, 96, (6, 40), generator=torch.Generator().manual_seed(0))
+    nll, tok = window_nlls(model, windows, batch_size=4, progress=False)
+    assert nll.shape == (6,) and nll.dtype == torch.float64 and tok.tolist() == [39.0] * 6
+    assert perplexity_from_nlls(nll, tok) == pytest.approx(perplexity(model, windows, batch_size=4, progress=False),
+                                                           rel=1e-6)
+    # each window's sum is that window's own loss (batching does not mix windows)
+    one = float(window_nlls(model, windows[2:3], progress=False)[0][0])
+    assert float(nll[2]) == pytest.approx(one, rel=1e-6)
+
+
+def test_constant_loss_gives_a_point_interval():
+    nll, tok = torch.full((50,), 3.0 * 511), torch.full((50,), 511.0)
+    lo, hi = bootstrap_perplexity(nll, tok, n_boot=300)
+    assert lo == pytest.approx(math.exp(3.0), rel=1e-12) and hi == pytest.approx(math.exp(3.0), rel=1e-12)
+
+
+def _sample(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    per_token = 3.0 + 0.4 * torch.randn(n, generator=g, dtype=torch.float64)  # windows differ in difficulty
+    return per_token * 511, torch.full((n,), 511.0, dtype=torch.float64)
+
+
+def test_interval_contains_the_estimate_shrinks_and_is_deterministic():
+    nll, tok = _sample(32, 0)
+    ppl = perplexity_from_nlls(nll, tok)
+    lo, hi = bootstrap_perplexity(nll, tok, n_boot=1000, seed=0)
+    assert lo < ppl < hi
+    assert (lo, hi) == bootstrap_perplexity(nll, tok, n_boot=1000, seed=0)
+    assert (lo, hi) != bootstrap_perplexity(nll, tok, n_boot=1000, seed=1)
+    wide = bootstrap_perplexity(*_sample(32, 1), n_boot=1000)
+    narrow = bootstrap_perplexity(*_sample(512, 1), n_boot=1000)
+    assert narrow[1] - narrow[0] < 0.5 * (wide[1] - wide[0])  # ~ 1/√n: 4× fewer width with 16× the windows
+    with pytest.raises(ValueError):
+        bootstrap_perplexity(nll, tok[:5])
+
+
+def test_interval_covers_the_true_perplexity_about_95_percent_of_the_time():
+    true = math.exp(3.0)  # every window has 511 tokens and a per-token loss of mean 3.0
+    covered = 0
+    for s in range(80):
+        lo, hi = bootstrap_perplexity(*_sample(64, 100 + s), n_boot=400, seed=s)
+        covered += lo <= true <= hi
+    assert 0.85 <= covered / 80 <= 1.0
+
+
+def test_paired_bootstrap_sees_a_small_consistent_difference_and_no_difference():
+    b, tok = _sample(128, 3)
+    same = paired_bootstrap(b, b, tok, n_boot=500)
+    assert same["diff"] == 0 and same["diff_lo"] == 0 and same["diff_hi"] == 0 and same["ratio"] == 1
+    a = b + 0.01 * 511  # model A: 1% more loss per token on every window: tiny next to the spread of windows
+    r = paired_bootstrap(a, b, tok, n_boot=500)
+    assert 0 < r["diff_lo"] <= r["diff"] <= r["diff_hi"] and r["p_a_better"] == 0.0
+    lo_a, hi_a = bootstrap_perplexity(a, tok, n_boot=500)
+    lo_b, hi_b = bootstrap_perplexity(b, tok, n_boot=500)
+    assert lo_a < hi_b  # unpaired intervals overlap: only the paired comparison resolves the difference
+    with pytest.raises(ValueError, match="same windows"):
+        paired_bootstrap(a[:10], b, tok)
+
+
+def test_compare_rows_uses_the_common_first_windows():
+    a, tok = _sample(200, 4)
+    row_a = {"wikitext": {"nll": a.tolist(), "seqlen": 512}}
+    row_b = {"wikitext": {"nll": (a[:128] * 1.02).tolist(), "seqlen": 512}}
+    r = protocol.compare(row_a, row_b, n_boot=200)
+    assert r["windows"] == 128 and r["diff_hi"] < 0 and r["ratio"] < 1
+
+
+LINES_CALIB = [" ".join(f"w{(7 * i + j) % 80}" for j in range(12)) for i in range(960)]
+LINES_TUNE = [" ".join(["w93"] * 6 + [f"w{i % 80}"] * 6) for i in range(40)]
+
+
+def test_split_is_disjoint_and_no_calibration_window_touches_the_tuning_text(tmp_path):
+    src = tmp_path / "valid.txt"
+    src.write_text("\n".join(LINES_CALIB + LINES_TUNE) + "\n")
+    s = protocol.write_splits(src, tmp_path / "cache")
+    calib, tune = Path(s["calib"]).read_text(), Path(s["tune"]).read_text()
+    assert calib + tune == src.read_text() and calib.endswith("\n")
+    assert s["cut_chars"] >= 0.9 * s["total_chars"]
+    assert "w93" not in calib and tune.count("w93") == 6 * len(LINES_TUNE)  # the marked lines are all past the cut
+    tok, model = tiny_tokenizer(), tiny_model("llama")
+    marker = tok.convert_tokens_to_ids("w93")
+    w = protocol.calibration_windows(tok, model, nsamples=300, seqlen=24, splits=s)
+    assert w.shape == (300, 24) and not (w == marker).any()
+    whole = make_windows([str(src)], tok, model, 300, 24, 0)  # sampling the whole file does reach it
+    assert (whole == marker).any()
+    assert torch.equal(w, make_windows([s["calib"]], tok, model, 300, 24, 0))  # the prune job's own call
+    again = protocol.write_splits(src, tmp_path / "cache")
+    assert again == s
+
+
+def test_split_refuses_a_text_without_a_cut_point():
+    with pytest.raises(ValueError):
+        protocol.split_text("one single line without a break")
+    with pytest.raises(ValueError):
+        protocol.split_text("a\nb\n", tune_share=0)
+
+
+@needs_shared
+def test_the_real_split_of_wikitext_valid(tmp_path):
+    s = protocol.write_splits(SHARED / "data" / "wikitext-2" / "valid.txt", tmp_path)
+    calib, tune = Path(s["calib"]).read_text(), Path(s["tune"]).read_text()
+    src = (SHARED / "data" / "wikitext-2" / "valid.txt").read_text()
+    assert calib + tune == src
+    assert 0.09 < len(tune) / len(src) < 0.11
+    assert tune[:400] not in calib and tune[-400:] not in calib
