@@ -19,7 +19,7 @@ class Method(Protocol):
 
 
 _REGISTRY: dict[str, type] = {}
-_BUILTIN = ("magnitude", "wanda", "sparsegpt", "ria", "dsnot", "sparsefw", "sparseswaps", "exact")
+_BUILTIN = ("magnitude", "wanda", "sparsegpt", "ria", "dsnot", "sparsefw", "sparseswaps", "exact", "alps")
 
 
 def register(name: str) -> Callable[[type], type]:
