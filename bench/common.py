@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("MASKOPT_BENCH_RESULTS") or ROOT / "bench" / "results")  # a grid run from a snapshot
 MODELS = {
     "tiny": SHARED / "models" / "maskopt-tiny-llama",
     "smollm": SHARED / "models" / "smollm2-135m-instruct-q4_1",

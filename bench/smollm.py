@@ -16,6 +16,19 @@ again (its "prune s" is then the cached run's; its peak memory is the recovery r
     .venv/bin/python bench/smollm.py --settings 50% --methods wanda sparsegpt "sparseswaps:warm_start=sparsefw" \
         --recover none matrix subblock block full masklora:steps=100
     .venv/bin/python bench/smollm.py --table
+
+Protocol v2 (issue 20, the default; `--protocol v1` is the one above, whose rows stay in smollm.jsonl): see
+`bench/protocol.py`. Calibration and retraining windows from the first 90% of WikiText-2 valid, the last 10% a
+tuning text that is never sampled; scores: WikiText-2 raw test perplexity on the first `--wikitext-windows` (128)
+windows of 512 (0: all 595) with a bootstrap 95% interval over windows, english-heldout perplexity (out of
+domain, `--heldout-windows`), tuning-text perplexity, zero-shot accuracy on the seven paper tasks
+(`--zeroshot-limit` documents per task, recorded; 0: the whole validation sets). Rows go to
+`bench/results/smollm_v2.jsonl`; the table adds the paired-bootstrap difference to SparseGPT at the same setting
+and the peers' rows that `bench/peers/` wrote to `bench/results/peers/*.json`.
+
+    .venv/bin/python bench/smollm.py --settings 50% 70% --methods wanda sparsegpt --threads 1
+    .venv/bin/python bench/smollm.py --settings 50% --methods sparsegpt --wikitext-windows 0 --zeroshot-limit 0
+    .venv/bin/python bench/smollm.py --table
 """
 from __future__ import annotations
 
@@ -31,23 +44,32 @@ from common import RESULTS, ROOT, SETTINGS, SHARED, model_path, run_child
 
 CALIB = SHARED / "data" / "wikitext-2" / "valid.txt"
 TEXT = SHARED / "data" / "wikitext-2-raw" / "test.txt"
-NAME = "smollm"  # results: bench/results/<name>.jsonl and .md (--name)
+NAME = {"v1": "smollm", "v2": "smollm_v2"}  # results: bench/results/<name>.jsonl and .md (--name)
 MASKS = ["magnitude", "wanda", "ria", "sparsegpt", "dsnot", "sparsefw", "sparseswaps",
          "sparseswaps:warm_start=sparsefw"]
-PEERS = {("sparsegpt", "50%"): 51.2, ("sparsegpt", "70%"): 199, ("sparsegpt", "2:4"): 82.2, ("wanda", "50%"): 62.7}
-
-
+PEERS_DIR = RESULTS / "peers"  # JSON rows written by bench/peers/ (the peers are run, not typed in)
+# The v1 table's "peer (llm-compressor)" column was typed in by hand from an unrecorded run (SparseGPT 50% 51.2,
+# 70% 199, 2:4 82.2; Wanda 50% 62.7): historical, no longer read. Protocol v2 runs the peers (bench/peers/).
 
 
 def row_key(r: dict) -> tuple:
-    return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"), r.get("refit", False))
+    return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"), r.get("refit", False),
+            r.get("eval_tag"))
 
 
 def mask_cache(a: argparse.Namespace) -> Path:
     """Folder of the pruned model of this row's mask (same model, method, setting, allocation, refit, data)."""
     root = Path(os.environ.get("MASKOPT_BENCH_MASKS", Path.home() / ".cache" / "maskopt" / "bench-masks"))
     key = f"{a.model}-{a.method}-{a.setting}-{a.allocation}-refit{a.refit[0]}-{a.nsamples}x{a.seqlen}"
+    key += "" if a.protocol == "v1" else f"-{a.protocol}"  # v2 calibrates on another text: other masks
     return root / re.sub(r"[^A-Za-z0-9._=-]+", "_", key)
+
+
+def eval_config(a: argparse.Namespace):
+    from protocol import EvalConfig  # noqa: PLC0415
+
+    return EvalConfig(wikitext_windows=a.wikitext_windows, heldout_windows=a.heldout_windows,
+                      zeroshot=not a.no_zeroshot, zeroshot_limit=a.zeroshot_limit or None)
 
 
 def child(a: argparse.Namespace) -> None:
@@ -68,13 +90,20 @@ def child(a: argparse.Namespace) -> None:
     t0 = time.time()
     a.recover = a.recover[0]
     recover = [make_stage(r, "recover") for r in a.recover.split("+") if r != "none"]
-    evaluate = EvaluateStage(EvaluateOptions([str(TEXT)], "ppl", 512, a.eval_max_windows, cache=a.method == "dense"))
+    calib = CALIB
+    if a.protocol == "v1":
+        evaluate = EvaluateStage(EvaluateOptions([str(TEXT)], "ppl", 512, a.eval_max_windows, cache=a.method == "dense"))
+    else:
+        from protocol import protocol_stage, write_splits  # noqa: PLC0415
+
+        calib, evaluate = Path(write_splits()["calib"]), protocol_stage(eval_config(a))
     cache = mask_cache(a)
-    inputs = JobInputs(model_path(a.model), [str(CALIB)], a.nsamples, a.seqlen, progress=False)
+    inputs = JobInputs(model_path(a.model), [str(calib)], a.nsamples, a.seqlen, progress=False)
     report, out, cached = None, None, False
+    reuse = recover or a.protocol != "v1"  # v2: a mask row scored again (e.g. on the whole sets) reuses its mask
     if a.method == "dense":
         stages = [evaluate]
-    elif recover and (cache / MASKS_FILE).is_file():  # the mask was made by an earlier row: recover from it
+    elif reuse and (cache / MASKS_FILE).is_file():  # the mask was made by an earlier row: start from it
         stages, cached = [*recover, evaluate], True
         inputs.model, inputs.dense, report = cache, model_path(a.model), load_report(cache)
         print(f"mask from {cache}", file=sys.stderr)
@@ -87,16 +116,27 @@ def child(a: argparse.Namespace) -> None:
                           refit=a.refit == ["yes"])
         stages, out = [PruneStage(cfg), SaveStage(SaveOptions(overwrite=True)), *recover, evaluate], cache
         cache.parent.mkdir(parents=True, exist_ok=True)
-    rep = run_job(stages, inputs, out=out, report=report, log=lambda m: print(m, file=sys.stderr))
+    t_job = time.time()
+    rep = run_job(stages, inputs, out=out, report=report, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if a.protocol == "v1":
+        scores = {"ppl": next(iter(rep.perplexity.values()))["ppl"]}
+    else:
+        scores = evaluate.result
+        scores["ppl"] = scores["wikitext"]["ppl"]
+        scores["eval_seconds"] = sum(scores[k]["seconds"] for k in ("wikitext", "heldout", "tune", "zeroshot")
+                                     if k in scores)
+        scores["calib_sha256"] = write_splits()["calib_sha256"]
     row = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
-           "allocation": a.allocation, "refit": a.refit == ["yes"], "ppl": next(iter(rep.perplexity.values()))["ppl"],
+           "allocation": a.allocation, "refit": a.refit == ["yes"], **scores,
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
            "mean_wanda_relative_error": rep.mean_reference_relative_error(),
            "layer_relative_errors": [r.relative_error for r in rep.layers],
            "sparsity": rep.sparsity, "prune_seconds": rep.prune_seconds,
            "recovery_seconds": {k: v.get("seconds") for k, v in rep.recovery.items()},
            "seconds": time.time() - t0, "peak_memory_mb": peak_memory_mb()["cpu_rss"], "mask_cached": cached,
-           "threads": a.threads, "eval_windows": a.eval_max_windows, "calibration": f"{a.nsamples}x{a.seqlen}"}
+           "threads": a.threads, "calibration": f"{a.nsamples}x{a.seqlen}", "job_seconds": time.time() - t_job}
+    if a.protocol == "v1":
+        row["eval_windows"] = a.eval_max_windows
     print(json.dumps(row))
 
 
@@ -110,19 +150,17 @@ def recovery_seconds(r: dict) -> float:
 
 def table(rows: list[dict]) -> str:
     dense = {r["model"]: r["ppl"] for r in rows if r["method"] == "dense"}
-    lines = ["| model | setting | mask | recovery | ppl | ppl / dense | peer (llm-compressor) | mean rel. layer error | "
-             "vs Wanda | prune s | recovery s | peak MB | threads |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | setting | mask | recovery | ppl | ppl / dense | mean rel. layer error | "
+             "vs Wanda | prune s | recovery s | peak MB | threads |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     order = {m: i for i, m in enumerate(["dense", *MASKS])}
     for r in sorted(rows, key=lambda r: (r["model"], r["setting"], order.get(r["method"], 99), r["method"],
                                          r["recover"])):
         d = dense.get(r["model"])
-        plain = r["recover"] == "none" and not r.get("refit") and r.get("allocation", "uniform") == "uniform"
-        peer = PEERS.get((r["method"], r["setting"])) if plain and r["model"] == "smollm" else None
         w = r.get("mean_wanda_relative_error")
         rel = r["mean_relative_error"] / w if w else None
         setting = r["setting"] if r["method"] != "dense" else "–"
         cells = [r["model"], setting, mask_label(r), r["recover"], f"{r['ppl']:.2f}", f"{r['ppl'] / d:.3f}" if d else "–",
-                 str(peer) if peer else "–", f"{r['mean_relative_error']:.4f}", f"{rel:.3f}" if rel else "–",
+                 f"{r['mean_relative_error']:.4f}", f"{rel:.3f}" if rel else "–",
                  f"{r['prune_seconds']:.0f}" + ("*" if r.get("mask_cached") else ""), f"{recovery_seconds(r):.0f}",
                  f"{r['peak_memory_mb']:.0f}", str(r.get("threads", 2))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -146,6 +184,120 @@ def recovery_table(rows: list[dict], setting: str = "50%") -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_peers() -> list[dict]:
+    """Rows written by the peer runners (bench/peers/): each a protocol-v2 score of a peer's pruned folder."""
+    rows = []
+    for f in sorted(PEERS_DIR.glob("*.json")) if PEERS_DIR.is_dir() else []:
+        r = json.loads(f.read_text())
+        if r.get("protocol") == "v2":
+            r.setdefault("method", f"peer:{r.get('peer', f.stem)}")
+            r.update(recover=r.get("recover", "none"), refit=False, allocation="uniform", peer_file=f.name,
+                     ppl=r["wikitext"]["ppl"])
+            rows.append(r)
+    return rows
+
+
+def _ci(t: dict | None) -> str:
+    return "–" if not t else f"{t['ppl']:.2f} [{t['lo']:.2f}, {t['hi']:.2f}]"
+
+
+def _diff(r: dict, ref: dict | None, text: str) -> str:
+    from protocol import compare  # noqa: PLC0415
+
+    if ref is None or ref is r or text not in r or text not in ref:
+        return "–"
+    c = compare(r, ref, text)
+    mark = " ✓" if c["diff_hi"] < 0 else " ✗" if c["diff_lo"] > 0 else ""
+    return f"{c['diff']:+.2f} [{c['diff_lo']:+.2f}, {c['diff_hi']:+.2f}]{mark}"
+
+
+def _zs(r: dict) -> str:
+    z = r.get("zeroshot")
+    if not z:
+        return "–"
+    se = z.get("mean_acc_stderr")
+    lim = z.get("limit")
+    return f"{100 * z['mean_acc']:.2f}" + (f" ± {196 * se:.2f}" if se else "") + f" ({lim or 'all'})"
+
+
+def label_v2(r: dict) -> str:
+    if r["method"].startswith("peer:"):
+        return f"**peer** {r.get('peer_label', r['method'][5:])}"
+    return mask_label(r)
+
+
+def pick_rows(rows: list[dict]) -> list[dict]:
+    """One row per configuration: the most fully evaluated one (whole sets before limits, more windows first)."""
+    best: dict = {}
+    for r in rows:
+        k = row_key(r)[:6]
+        ev = r.get("eval", {})
+        score = ((ev.get("wikitext_windows") or 10 ** 6), bool(ev.get("zeroshot")),
+                 (ev.get("zeroshot_limit") or 10 ** 6))
+        if k not in best or score >= best[k][0]:
+            best[k] = (score, r)
+    return [r for _, r in best.values()]
+
+
+def table_v2(rows: list[dict]) -> str:
+    rows = pick_rows([r for r in rows if r.get("protocol") == "v2"])
+    dense = next((r for r in rows if r["method"] == "dense"), None)
+    ref = {r["setting"]: r for r in rows if r["method"] == "sparsegpt" and r["recover"] == "none"
+           and not r.get("refit") and r.get("allocation", "uniform") == "uniform"}
+    lines = ["| setting | mask | recovery | WikiText ppl [95%] | × dense | Δ vs SparseGPT (paired 95%) | "
+             "english-heldout ppl [95%] | Δ heldout vs SparseGPT | tuning ppl | zero-shot mean acc % ± 95% (limit) | "
+             "mean acc_norm % | vs Wanda error | prune s | eval s | peak MB | evaluated |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    order = {m: i for i, m in enumerate(["dense", *MASKS])}
+    for r in sorted(rows, key=lambda r: (r["setting"] if r["method"] != "dense" else "", r["method"].startswith("peer:"),
+                                         order.get(r["method"], 99), r["method"], r.get("refit", False), r["recover"])):
+        w = r.get("mean_wanda_relative_error")
+        rel = r["mean_relative_error"] / w if w and r.get("mean_relative_error") is not None else None
+        z = r.get("zeroshot")
+        cells = ["–" if r["method"] == "dense" else r["setting"], label_v2(r), r["recover"], _ci(r.get("wikitext")),
+                 f"{r['wikitext']['ppl'] / dense['wikitext']['ppl']:.3f}" if dense else "–",
+                 _diff(r, ref.get(r["setting"]), "wikitext"), _ci(r.get("heldout")),
+                 _diff(r, ref.get(r["setting"]), "heldout"), f"{r['tune']['ppl']:.2f}" if r.get("tune") else "–",
+                 _zs(r), f"{100 * z['mean_acc_norm']:.2f}" if z else "–", f"{rel:.3f}" if rel else "–",
+                 f"{r.get('prune_seconds') or 0:.0f}" + ("*" if r.get("mask_cached") else ""),
+                 f"{r.get('eval_seconds') or 0:.0f}", f"{r.get('peak_memory_mb') or 0:.0f}", r.get("eval_tag", "–")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def tasks_table_v2(rows: list[dict]) -> str:
+    from maskopt.zeroshot import PAPER_TASKS  # noqa: PLC0415
+
+    rows = [r for r in pick_rows([r for r in rows if r.get("protocol") == "v2"]) if r.get("zeroshot")]
+    lines = ["| setting | mask | recovery | limit | " + " | ".join(PAPER_TASKS) + " | mean acc | mean acc_norm |",
+             "|---|---|---|---:|" + "---:|" * (len(PAPER_TASKS) + 2)]
+    for r in sorted(rows, key=lambda r: (r["setting"] if r["method"] != "dense" else "", r["method"])):
+        z = r["zeroshot"]
+        cells = [f"{100 * z['tasks'][t]['acc']:.1f}" + (f" / {100 * z['tasks'][t]['acc_norm']:.1f}"
+                 if "acc_norm" in z["tasks"][t] else "") if t in z["tasks"] else "–" for t in PAPER_TASKS]
+        lines.append(f"| {'–' if r['method'] == 'dense' else r['setting']} | {label_v2(r)} | {r['recover']} | "
+                     f"{z.get('limit') or 'all'} | " + " | ".join(cells) + f" | {100 * z['mean_acc']:.2f} | "
+                     f"{100 * z['mean_acc_norm']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+V2_HEADER = """Scoreboard, protocol v2 (`bench/smollm.py`, `bench/protocol.py`; issue 20). SmolLM2-135M (float32 copy of the
+GGUF in ../shared). Calibration (and any retraining): 128 × 256 tokens sampled (seed 0) from the first 90% of
+WikiText-2 `valid.txt`; the last 10% is the tuning text (never sampled; "tuning ppl", all its windows of 512).
+WikiText ppl: WikiText-2 raw test, the first 128 windows of 512 tokens (W128) or all 595 (Wall), with a percentile
+bootstrap 95% interval over windows (2000 resamples). english-heldout: NLTK corpora, out of WikiText's domain
+(first 128 of 354 windows). Δ vs SparseGPT: ppl of the row minus maskopt's SparseGPT at the same setting on the
+same windows, paired bootstrap 95% interval; ✓ = lower with the whole interval below 0, ✗ = higher. Zero-shot: lm-eval
+0.4 on the seven tasks of `../shared/data/zeroshot/` (validation splits), mean acc over the seven ± 1.96 × its
+standard error; "(500)" = the first 500 documents of each task (BoolQ 500 of 3270, HellaSwag 500 of 10042,
+WinoGrande 500 of 1267, ARC-Easy 500 of 570; RTE 277, ARC-Challenge 299 and OpenBookQA 500 are whole), "(all)" = the
+whole sets. Peers (**peer**) are run by
+`bench/peers/` on the same calibration token ids and scored by the same code. Times: CPU, shared cores, one
+thread per row unless said; eval s is the scoring time; * = mask loaded from an earlier row's cache.
+
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -159,14 +311,20 @@ def main() -> None:
     ap.add_argument("--allocation", default="uniform", choices=["uniform", "owl"])
     ap.add_argument("--refit", nargs="+", default=["no"], choices=["no", "yes"],
                     help="least-squares refit of every layer after its mask (a row dimension: no, yes or both)")
-    ap.add_argument("--name", default=NAME, help="results file name under bench/results/")
+    ap.add_argument("--protocol", default="v2", choices=["v1", "v2"], help="evaluation protocol (see above)")
+    ap.add_argument("--name", default=None, help="results file name under bench/results/ (default smollm_v2 / smollm)")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=256)
-    ap.add_argument("--eval-max-windows", type=int, default=32)
+    ap.add_argument("--eval-max-windows", type=int, default=32, help="v1: windows of WikiText test")
+    ap.add_argument("--wikitext-windows", type=int, default=128, help="v2: first windows of WikiText test (0: all)")
+    ap.add_argument("--heldout-windows", type=int, default=128, help="v2: first windows of english-heldout (0: all)")
+    ap.add_argument("--zeroshot-limit", type=int, default=500, help="v2: documents per task (0: whole sets)")
+    ap.add_argument("--no-zeroshot", action="store_true", help="v2: perplexities only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-reference", action="store_true", help="skip the per-layer Wanda reference (faster)")
     ap.add_argument("--table", action="store_true", help="only rebuild bench/results/smollm.md")
     a = ap.parse_args()
+    a.name = a.name or NAME[a.protocol]
     if a.child:
         return child(a)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -175,13 +333,17 @@ def main() -> None:
     if not a.table:
         done = {row_key(r) for r in rows}
         common = ["--model", a.model, "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--eval-max-windows",
-                  str(a.eval_max_windows), "--threads", str(a.threads), "--allocation", a.allocation]
+                  str(a.eval_max_windows), "--threads", str(a.threads), "--allocation", a.allocation,
+                  "--protocol", a.protocol, "--wikitext-windows", str(a.wikitext_windows), "--heldout-windows",
+                  str(a.heldout_windows), "--zeroshot-limit", str(a.zeroshot_limit)]
         common += ["--no-reference"] if a.no_reference else []
+        common += ["--no-zeroshot"] if a.no_zeroshot else []
+        tag = eval_config(a).tag() if a.protocol == "v2" else None
         todo = [("dense", "–", "none", "no")] + [(m, s, r, f) for s in a.settings for m in a.methods
                                                  for f in a.refit for r in a.recover]
         for method, setting, rec, refit in todo:
-            key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes")
-            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") for k in done)):
+            key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes", tag)
+            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") and k[-1] == tag for k in done)):
                 continue
             args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec,
                     "--refit", refit, *common]
@@ -196,7 +358,16 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             rows.append(row)
             done.add(row_key(row))
-            print(json.dumps({k: v for k, v in row.items() if k != "layer_relative_errors"}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("layer_relative_errors", "wikitext", "heldout",
+                                                                         "tune", "zeroshot")} |
+                             {k: row[k]["ppl"] for k in ("wikitext", "heldout", "tune") if k in row}), flush=True)
+    if a.protocol == "v2":
+        allrows = rows + load_peers()
+        md = table_v2(allrows)
+        (RESULTS / f"{a.name}.md").write_text(V2_HEADER + md + "\nZero-shot accuracy per task (acc / acc_norm, %):\n\n"
+                                              + tasks_table_v2(allrows))
+        print(md)
+        return
     md = table(rows)
     (RESULTS / f"{a.name}.md").write_text(
         f"Scoreboard (`bench/smollm.py`): calibration 128 × 256 WikiText-2 valid, perplexity on "

@@ -82,7 +82,7 @@ def mean_accuracy(res: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         raise ValueError("no task results")
     accs = [r["acc"] for r in res.values()]
     norms = [r.get("acc_norm", r["acc"]) for r in res.values()]
-    out = {"mean_acc": sum(accs) / len(accs), "mean_acc_norm": sum(norms) / len(norms), "tasks": len(res)}
+    out = {"mean_acc": sum(accs) / len(accs), "mean_acc_norm": sum(norms) / len(norms), "n_tasks": len(res)}
     se = [r.get("acc_stderr") for r in res.values()]
     se_n = [r.get("acc_norm_stderr", r.get("acc_stderr")) if "acc_norm" in r else r.get("acc_stderr")
             for r in res.values()]
