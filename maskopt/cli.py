@@ -120,16 +120,16 @@ def prune(
     from .solve.methods import get_method  # noqa: PLC0415
 
     try:
-        from .io import check_output  # noqa: PLC0415
+        from .output import check_dir  # noqa: PLC0415
 
-        check_output(out, overwrite)
-        _threads(threads)
-        _batch_size(batch_size)
-        resolve_device(device)
         is_default = model is None
         model_name = str(defaults.default_model()) if is_default else model
         calib_files = calib or [str(defaults.default_calib())]
         texts = [] if no_eval else (eval_text or ([str(p) for p in defaults.default_eval_texts()] if is_default else []))
+        check_dir(out, overwrite, [model_name, *calib_files, *texts])
+        _threads(threads)
+        _batch_size(batch_size)
+        resolve_device(device)
         if is_default and not eval_text and eval_max_windows is None:
             eval_max_windows = 32  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
@@ -200,8 +200,8 @@ def recover(
 ) -> None:
     """Recover quality of an already pruned model: reconstruction and/or PERP retraining; the mask is kept."""
     from . import defaults  # noqa: PLC0415
-    from .io import check_output  # noqa: PLC0415
     from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .output import check_dir  # noqa: PLC0415
     from .pipeline import resolve_device  # noqa: PLC0415
     from .recover.stages import RECOMMENDED  # noqa: PLC0415
     from .report import load_report  # noqa: PLC0415
@@ -211,7 +211,7 @@ def recover(
     log = _log(quiet)
     try:
         _pruned_folder(pruned)
-        check_output(out, overwrite)
+        check_dir(out, overwrite, [pruned, dense, *(calib or [])])
         _threads(threads)
         _batch_size(batch_size)
         resolve_device(device)
@@ -249,7 +249,8 @@ def certify(
     bnb_rows: int = typer.Option(0, help="Deepen the bound of the first N rows of every layer by branch-and-bound."),
     bnb_time_limit: float = typer.Option(1.0, help="Seconds of branch-and-bound per selected row."),
     shift: str = typer.Option("jacobi", help="Root bound: 'jacobi' (one shift, fast, default), 'layer' (one optimised shift per layer) or 'rowwise' (per-row shifts, tightest, slowest)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the certificates as JSON here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the certificates as JSON to this file (never inside the pruned folder)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if that file exists."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
@@ -261,11 +262,15 @@ def certify(
     from .certify.stage import CertifyOptions, CertifyStage  # noqa: PLC0415
     from .jobs import JobInputs, run_job  # noqa: PLC0415
     from .options import build_options  # noqa: PLC0415
+    from .output import check_file, write_text_output  # noqa: PLC0415
     from .pipeline import resolve_device  # noqa: PLC0415
-    from .report import load_report, write_json  # noqa: PLC0415
+    from .report import jsonable, load_report  # noqa: PLC0415
 
     try:
         _pruned_folder(pruned)
+        read = [pruned, dense, *(calib or [])]
+        if out is not None:
+            check_file(out, overwrite, read)
         _threads(threads)
         _batch_size(batch_size)
         resolve_device(device)
@@ -283,6 +288,8 @@ def certify(
         inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
                            dense=dense_name, trust_remote_code=trust_remote_code, progress=not quiet)
         rows = run_job([CertifyStage(CertifyOptions(**opts))], inputs, log=_log(quiet)).certificates
+        if out is not None:
+            write_text_output(out, json.dumps(jsonable(rows), indent=2), overwrite, read)
     except USER_ERRORS as e:
         _fail(e)
     typer.echo(f"{'layer':40s} {'rel.err':>9s} {'error':>12s} {'lower bnd':>12s} {'gap':>7s}")
@@ -291,7 +298,7 @@ def certify(
     tot_e, tot_lb = sum(r["error"] for r in rows), sum(r["lower_bound"] for r in rows)
     typer.echo(f"total: error {tot_e:.5g}, certified lower bound {tot_lb:.5g}, gap {(tot_e - tot_lb) / max(tot_e, 1e-300):.1%}")
     if out is not None:
-        write_json(out, rows)
+        typer.echo(f"certificates written to {out}")
 
 
 @app.command("eval")
@@ -319,6 +326,8 @@ def eval_cmd(
     if tasks:
         return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json)
     try:
+        if seqlen is not None and seqlen < 2:
+            raise ValueError(f"--seqlen must be ≥ 2 tokens per window, got {seqlen}")
         _threads(threads)
         dev = resolve_device(device)
         texts = text or [str(p) for p in defaults.default_eval_texts()]

@@ -43,13 +43,15 @@ def read_texts(sources: str | Path | Sequence[str | Path]) -> str:
             if not files:
                 raise DataError(f"directory {p} holds no .txt files")
             parts.extend(read_text_file(f) for f in files)
+        elif p.exists():
+            raise DataError(f"{src} is not a regular text file (a device, pipe or socket); pass a text file")
         elif str(src).startswith((".", "/", "~")) or p.suffix in (".txt", ".text", ".md", ".json", ".jsonl"):
             raise DataError(f"text file {src} does not exist")
         else:
             parts.append(_from_datasets(str(src)))
     text = "\n".join(parts)
     if not text.strip():
-        raise DataError(f"the text in {', '.join(map(str, sources))} is empty")
+        raise DataError(f"the text in {', '.join(map(str, sources))} is empty (or only white space)")
     return text
 
 
@@ -62,12 +64,24 @@ def _from_datasets(name: str) -> str:
             f"{name!r} is not a file or directory, and the optional `datasets` package is not installed "
             "to load it as a dataset (pip install datasets)"
         ) from None
+    from .model.loading import hub_reachable  # noqa: PLC0415
+
     bits = name.split(":")
+    online = hub_reachable()
+    offline_before = datasets.config.HF_HUB_OFFLINE
+    if not online:  # only the local cache can answer: ask it alone instead of retrying the hub for a minute
+        datasets.config.HF_HUB_OFFLINE = True
     try:
         ds = datasets.load_dataset(bits[0], bits[1] if len(bits) > 1 and bits[1] else None,
                                    split=bits[2] if len(bits) > 2 else "train")
     except Exception as e:  # noqa: BLE001 - any loader failure is a data error for the user
+        if not online:
+            raise DataError(f"{name!r} is not a local file or folder, and the Hugging Face hub is unreachable "
+                            "(offline), so it cannot be loaded as a dataset either (it is not in the local "
+                            "datasets cache). Pass a local text file.") from None
         raise DataError(f"{name!r} is not a file, and loading it as a dataset failed: {e}") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE = offline_before
     col = "text" if "text" in ds.column_names else ds.column_names[0]
     return "\n\n".join(ds[col])
 

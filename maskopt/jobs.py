@@ -22,7 +22,8 @@ import torch
 from . import distributed
 from .checkpoint import Checkpoint
 from .data import make_windows
-from .io import MASKS_FILE, check_output, clean_stale_tmp, file_digest, load_masks, tensor_digest
+from .io import MASKS_FILE, file_digest, load_masks, tensor_digest
+from .output import check_dir, clean_stale
 from .model.adapters import get_adapter
 from .model.loading import load_model
 from .pipeline import check_finite_weights, resolve_device
@@ -52,6 +53,11 @@ class JobInputs:
     progress: bool = True
     eval_texts: Sequence[str | Path] = field(default_factory=list)  # recorded with hashes in the report
 
+    def paths(self) -> tuple:
+        """Everything the job reads from disk (an output may never be, lie in, or hold one of these)."""
+        return tuple(p for p in (self.model, self.dense, *self.calib, *self.eval_texts)
+                     if p is not None and not isinstance(p, torch.Tensor))
+
 
 def _describe_path(p: str | Path) -> dict:
     path = Path(p).expanduser()
@@ -80,8 +86,8 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         log, inputs = (lambda _m: None), dataclasses.replace(inputs, progress=False)
     saves = [s for s in stages if isinstance(s, SaveStage)]
     if saves:
-        out = check_output(out, saves[-1].options.overwrite)
-        stale = clean_stale_tmp(out)
+        out = check_dir(out, saves[-1].options.overwrite, inputs.paths())
+        stale = clean_stale(out)
         if stale:
             print(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
                 + ", ".join(p.name for p in stale), file=sys.stderr)
@@ -118,7 +124,7 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         report.inputs["previous_run"] = previous
     ctx = RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense, masks=masks,
                      batch_size=inputs.batch_size, offload=inputs.offload, progress=inputs.progress, log=log,
-                     out=Path(out) if out is not None else None)
+                     out=Path(out) if out is not None else None, input_paths=inputs.paths())
     checkpoint = None
     if saves:
         dense_digest = tensor_digest(dense.state_dict().items()) if inputs.dense is not None else None

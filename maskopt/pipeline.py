@@ -109,6 +109,7 @@ class PruneStage(Stage):
         if config.allocation == "owl" and "block_sparsity" not in report.config:  # kept over resumes
             report.config["block_sparsity"] = self._owl(ctx, windows)
         block_sparsity = report.config.get("block_sparsity")
+        self._check_counts(ctx, block_sparsity)
         use_cache = getattr(ctx.model.config, "use_cache", None)
         ctx.model.config.use_cache = False
         walker = BlockWalker(ctx.model, adapter, windows, device=device, batch_size=ctx.batch_size,
@@ -132,6 +133,22 @@ class PruneStage(Stage):
             ctx.model.config.use_cache = use_cache
         report.sparsity = measured_sparsity(ctx.model, adapter)
         report.prune_seconds += time.time() - t0
+
+    def _check_counts(self, ctx, block_sparsity: list[float] | None) -> None:
+        """Every layer's kept count from its shape alone, before any work: a pattern that cannot hold the
+        sparsity at some layer (e.g. cs256 rounding a row to nothing) fails here, not half-way through."""
+        from .solve.patterns import Pattern  # noqa: PLC0415
+
+        config: PruneConfig = self.options
+        pattern = Pattern.parse(config.pattern) if isinstance(config.pattern, str) else config.pattern
+        for i, block in enumerate(ctx.adapter.get_blocks(ctx.model)):
+            sparsity = block_sparsity[i] if block_sparsity else config.sparsity
+            for name, module in ctx.adapter.linears(block).items():
+                rows, d = ctx.adapter.get_weight(module).shape
+                try:
+                    pattern.keep_per_group(rows, d, sparsity)
+                except ValueError as e:
+                    raise ValueError(f"{ctx.adapter.layer_name(i, name)}: {e}") from None
 
     def _owl(self, ctx, windows: torch.Tensor) -> list[float]:
         """OWL block sparsities from the dense model's Wanda scores (one walk, nothing changed)."""

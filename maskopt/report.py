@@ -58,6 +58,7 @@ class RunReport:
     inputs: dict[str, Any] = field(default_factory=dict)  # resolved model / texts with hashes, device
     stages: list[str] = field(default_factory=list)  # the stage list of the run(s), in order
     output: str | None = None
+    output_id: str | None = None  # the id in the output folder's marker (maskopt.output)
     # explicit masks by layer name (parameter layout); saved beside the report, not inside it
     masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 

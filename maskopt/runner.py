@@ -41,6 +41,7 @@ class RunContext:
     log: Callable[[str], None] = print
     warn: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))  # shown even when quiet
     out: Path | None = None
+    input_paths: tuple = ()  # what the run reads: the output may never be or hold one of them
     checkpoint: Checkpoint | None = None
     stage_index: int = 0
     resume: ResumePoint | None = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model.loading import quiet_loading
-from .io import MASKS_FILE, atomic_dir, save_masks, write_model
+from .io import MASKS_FILE, save_masks, write_model
+from .output import atomic_dir, output_id
 from .report import peak_memory_mb, versions, write_report
 from .stages import Stage
 
@@ -26,7 +27,8 @@ class SaveStage(Stage):
         if ctx.out is None:
             raise ValueError("no output folder given: pass --out DIR")
         ctx.report.output = str(ctx.out)
-        with atomic_dir(ctx.out, self.options.overwrite) as tmp:
+        with atomic_dir(ctx.out, self.options.overwrite, ctx.input_paths) as tmp:
+            ctx.report.output_id = output_id(tmp)
             with quiet_loading(ctx.progress):
                 write_model(ctx.model, ctx.tokenizer, tmp)
             if ctx.masks:

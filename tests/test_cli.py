@@ -119,10 +119,14 @@ def test_existing_output_needs_overwrite(model_dir, text_file, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     out2 = tmp_path / "out2"
     assert _prune(model_dir, out2, text_file).exit_code == 0
-    (out2 / "stale.txt").write_text("old run")
+    first = (out2 / "model.safetensors").read_bytes()
     r = _prune(model_dir, out2, text_file, "--overwrite", "--method", "magnitude")  # an earlier maskopt output
     assert r.exit_code == 0, r.output
-    assert not (out2 / "stale.txt").exists() and (out2 / "model.safetensors").exists()
+    assert (out2 / "model.safetensors").read_bytes() != first
+    (out2 / "notes.txt").write_text("mine")  # a file the user put into an output: the folder is no longer replaced
+    r = _prune(model_dir, out2, text_file, "--overwrite")
+    assert r.exit_code == 2 and "notes.txt" in r.output, r.output
+    assert (out2 / "notes.txt").read_text() == "mine"
 
 
 def test_interrupted_save_leaves_nothing(model_dir, text_file, tmp_path, monkeypatch):

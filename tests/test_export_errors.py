@@ -7,7 +7,7 @@ from conftest import tiny_tokenizer
 from test_export_formats import pruned_llama
 
 from maskopt.export import ExportFormatError, MaskFitError, export_model, load_exported
-from maskopt.io import OutputExistsError
+from maskopt.output import OutputExistsError
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,61 @@ def _stale(tmp: Path) -> list[str]:
     return _prune(tmp)
 
 
+def _pruned(tmp: Path) -> Path:
+    from typer.testing import CliRunner
+
+    from maskopt.cli import app
+
+    p = tmp / "pruned"
+    if not p.exists():
+        r = CliRunner().invoke(app, _prune(tmp, out="pruned"))
+        assert r.exit_code == 0, r.output
+    return p
+
+
+def _auto_map_llama(tmp: Path) -> list[str]:
+    d = _model(tmp)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_mine.MyLlama"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    return _prune(tmp)
+
+
+def _pickle_only(tmp: Path) -> list[str]:
+    import torch
+
+    d = _model(tmp)
+    torch.save({"x": torch.zeros(1)}, d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+    return _prune(tmp)
+
+
+def _truncated_gguf(tmp: Path) -> list[str]:
+    src = SHARED_GGUF
+    with open(src, "rb") as f:
+        (tmp / "cut.gguf").write_bytes(f.read(4 << 20))
+    return _prune(tmp)[:1] + [str(tmp / "cut.gguf")] + _prune(tmp)[2:]
+
+
+def _evil_init(tmp: Path) -> list[str]:
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp / MARKER), "w"))
+
+    torch.save({"x": Evil()}, tmp / "evil.pt")
+    return ["train", "imp", "--arch", "mlp", "--init", str(tmp / "evil.pt"), "-o", str(tmp / "out")]
+
+
+def _user_folder(tmp: Path) -> Path:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "notes.txt").write_text("mine")
+    return tmp / "out"
+
+
+SHARED_GGUF = Path(__file__).resolve().parents[2] / "shared" / "models" / "smollm2-135m-instruct-q4_1" / \
+    "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONFIG = "from the config, before any weight is read"
 LATIN1 = ("Größe Übermaß naïve café déjà vu " * 300).encode("latin-1")
 UTF16 = ("plain english text, but in UTF-16. " * 200).encode("utf-16")
@@ -168,6 +223,49 @@ CASES = [
     Case("recover-missing", "`recover ../nope --out x`", "does not exist",
          lambda t: ["recover", str(t / "nope"), "--out", str(t / "out")], True),
     Case("certify-missing", "`certify ../nope`", "does not exist", lambda t: ["certify", str(t / "nope")], True),
+    Case("auto-map-llama", "a Llama folder whose `auto_map` names its own code", "ships its own model code",
+         _auto_map_llama, when=CONFIG),
+    Case("model-config-file", "`prune model/config.json` (a file, not the folder)", "is a file: pass the model folder",
+         lambda t: _prune(t)[:1] + [str(_model(t) / "config.json")] + _prune(t)[2:], when=CONFIG),
+    Case("model-pickle", "a model folder with only `pytorch_model.bin` (a pickle)", "which maskopt never loads",
+         _pickle_only, when=CONFIG),
+    Case("gguf-truncated", "a truncated .gguf file", "truncated", _truncated_gguf, when=CONFIG),
+    Case("calib-device", "`--calib /dev/null`", "not a regular text file", lambda t: _prune(t, calib=Path("/dev/null"))),
+    Case("calib-empty", "an empty calibration file", "is empty", lambda t: _prune(t, calib=_text(t, "e.txt", b""))),
+    Case("calib-dataset-offline", "`--calib wikitext` (a dataset name) offline", "unreachable",
+         lambda t: _prune(t)[:3] + ["wikitext"] + _prune(t)[4:], env={"HF_HUB_OFFLINE": "1"},
+         when="at once (no hub retries)"),
+    Case("cs256-too-sparse", "`--pattern cs256 --sparsity 0.99` (a row would keep no group of 8)", "rounded to 0",
+         lambda t: _prune(t, "--pattern", "cs256", "--sparsity", "0.99")),
+    Case("exact-rows", "`--method exact --opt rows=5-2`", "is empty",
+         lambda t: _prune(t, "--method", "exact", "--opt", "rows=5-2"), True),
+    Case("out-dangling-link", "`--out` a dangling symbolic link", "symbolic link",
+         lambda t: (os.symlink(t / "nowhere", t / "link"), _prune(t, out="link"))[1], True),
+    Case("out-user-folder", "`--out` your own folder, with `--overwrite`", "not a maskopt output",
+         lambda t: (_user_folder(t), _prune(t, "--overwrite"))[1], True),
+    Case("out-in-model", "`--out` inside the model folder", "inside the input",
+         lambda t: _prune(t, out=str(_model(t) / "pruned")), True),
+    Case("eval-seqlen-0", "`eval --seqlen 0`", "--seqlen must be ≥ 2",
+         lambda t: ["eval", str(_model(t)), "--text", str(_text(t)), "--seqlen", "0"], True),
+    Case("certify-out-weights", "`certify PRUNED -o PRUNED/model.safetensors`", "inside the input",
+         lambda t: ["certify", str(_pruned(t)), "-o", str(_pruned(t) / "model.safetensors"), "--overwrite"], True),
+    Case("certify-out-exists", "`certify -o notes.txt` (an existing file)", "pass --overwrite",
+         lambda t: ["certify", str(_pruned(t)), "-o", str(_text(t, "notes.txt"))], True),
+    Case("certify-out-folder", "`certify -o EXISTING_FOLDER`", "is a folder",
+         lambda t: ["certify", str(_pruned(t)), "-o", str(_user_folder(t))], True),
+    Case("certify-bnb-rows", "`certify --bnb-rows -1`", "--bnb-rows must be ≥ 0",
+         lambda t: ["certify", str(_pruned(t)), "--calib", str(_text(t)), "--bnb-rows", "-1"], True),
+    Case("export-format", "`export --format nope`", "unknown export format",
+         lambda t: ["export", str(_pruned(t)), "--format", "nope", "--out", str(t / "out")], True),
+    Case("export-user-folder", "`export --out` your own folder, with `--overwrite`", "not a maskopt output",
+         lambda t: ["export", str(_pruned(t)), "--out", str(_user_folder(t)), "--overwrite"], True),
+    Case("train-budget", "`train sfw --budget 0`", "budget",
+         lambda t: ["train", "sfw", "--arch", "mlp", "--budget", "0", "-o", str(t / "out")], True),
+    Case("train-init-pickle", "`train imp --init evil.pt` (a pickle that would run code)", "never unpickles",
+         _evil_init, True),
+    Case("train-out-link", "`train … -o` a symbolic link", "symbolic link",
+         lambda t: (os.symlink(t / "nowhere", t / "link"),
+                    ["train", "imp", "--arch", "mlp", "-o", str(t / "link")])[1], True),
 ]
 
 
@@ -185,15 +283,25 @@ def test_refusal(case: Case, tmp_path, monkeypatch):
         def no_load(*a, **k):
             raise AssertionError("a model was loaded before the refusal")
         monkeypatch.setattr(maskopt.jobs, "load_model", no_load)
-    before = {p.name for p in tmp_path.iterdir()}
+    before = tree(tmp_path)
+    existed = (tmp_path / "out").exists()
     r = CliRunner().invoke(app, args, input="y\nyes\n")
     assert r.exit_code == 2, (r.output, r.exception)
     assert case.says in r.output, r.output
-    assert "Traceback" not in r.output and "MISSING" not in r.output
-    assert not (tmp_path / "out").exists()
+    assert "Traceback" not in r.output and "MISSING" not in r.output and "weights_only" not in r.output
+    lines = r.output.strip().splitlines()
+    assert lines[-1].startswith("error: ") and sum("error" in ln for ln in lines) == 1, r.output  # a one-line message
+    assert (tmp_path / "out").exists() == existed
     assert not (tmp_path / MARKER).exists()  # a model folder's own code never ran
-    after = {p.name for p in tmp_path.iterdir()} - before
-    assert not [n for n in after if n != ".out.checkpoint"], after
+    after = tree(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith(".out.checkpoint")} == before  # nothing changed
+
+
+def tree(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): "link" if p.is_symlink() else "dir" if p.is_dir()
+            else hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
 
 
 def test_stale_tmp_folders_are_removed(tmp_path):

@@ -44,6 +44,16 @@ class CertifyOptions:
     bnb_time_limit: float = 1.0  # seconds of branch-and-bound per selected row
     shift: Literal["jacobi", "layer", "rowwise"] = "jacobi"  # root bound: one shift (fast), one per layer, or per row (tightest)
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.sparsity < 1:
+            raise ValueError(f"certify: --sparsity must lie in [0, 1), got {self.sparsity}")
+        if self.iterations < 1:
+            raise ValueError(f"certify: --iterations must be ≥ 1, got {self.iterations}")
+        if self.bnb_rows < 0:
+            raise ValueError(f"certify: --bnb-rows must be ≥ 0 (rows per layer), got {self.bnb_rows}")
+        if not self.bnb_time_limit > 0:
+            raise ValueError(f"certify: --bnb-time-limit must be > 0 seconds, got {self.bnb_time_limit}")
+
 
 class CertifyStage(Stage):
     """Certified lower bound and gap (err − LB)/err of every layer's mask; results in report.certificates."""

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_dir, write_json
+from ..io import write_json
+from ..output import atomic_dir, check_dir, clean_stale, output_id
 from .errors import ExportFormatError
 from .files import sha256_file
 from .registry import get_format
@@ -25,7 +26,7 @@ INFO = "maskopt_export.json"
 
 def export_model(model: torch.nn.Module, tokenizer, out_dir: str | Path, fmt: str = "hf", *,
                  overwrite: bool = False, masks: dict[str, torch.Tensor] | None = None,
-                 **opts: Any) -> dict[str, Any]:
+                 inputs: tuple = (), **opts: Any) -> dict[str, Any]:
     """Write ``model`` (and ``tokenizer``) to ``out_dir`` in format ``fmt``; returns the export info.
 
     ``masks`` (as saved by ``maskopt prune``) are the kept sets, kept zeros included; without them a
@@ -37,11 +38,11 @@ def export_model(model: torch.nn.Module, tokenizer, out_dir: str | Path, fmt: st
     f = get_format(fmt)
     if masks and f.uses_masks:
         opts["masks"] = masks
-    with atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite, inputs) as tmp:
         stats = f.save(model, tmp, **opts)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        info = {"format": f.name, "maskopt_version": __version__, **stats}
+        info = {"format": f.name, "maskopt_version": __version__, **stats, "output_id": output_id(tmp)}
         write_json(tmp / INFO, info)
     return info
 
@@ -59,9 +60,24 @@ def read_info(path: Path) -> dict[str, Any]:
         raise ExportFormatError(f"{p}: not valid JSON ({e})") from None
 
 
+def _confined(path: Path, name: Any) -> Path:
+    """``path / name`` for a plain file name of the folder; any name that could leave it is refused."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", "..") \
+            or Path(name).is_absolute() or "\x00" in name:
+        raise ExportFormatError(f"{path}: {INFO} names the file {name!r}, which is not a plain file name inside "
+                                "the folder; refusing to read it")
+    f = path / name
+    if f.is_symlink() or f.resolve().parent != path.resolve():
+        raise ExportFormatError(f"{path}: {name} leaves the folder (a link); refusing to read it")
+    return f
+
+
 def verify_digests(path: Path, info: dict[str, Any]) -> None:
-    for name, digest in info.get("sha256", {}).items():
-        f = path / name
+    digests = info.get("sha256", {})
+    if not isinstance(digests, dict):
+        raise ExportFormatError(f"{path}: {INFO} has a malformed sha256 entry")
+    for name, digest in digests.items():
+        f = _confined(path, name)
         if not f.is_file():
             raise ExportFormatError(f"{path}: weight file {name} is missing")
         if sha256_file(f) != digest:
@@ -151,10 +167,14 @@ def coerce_options(fmt: str, opts: dict[str, str]) -> dict[str, Any]:
 
 def export_folder(src: str | Path, out: str | Path, fmt: str, *, overwrite: bool = False,
                   **opts: Any) -> dict[str, Any]:
-    """Load a pruned model folder (or any export) and write it to ``out`` in ``fmt``."""
+    """Load a pruned model folder (or any export) and write it to ``out`` in ``fmt``; the output is checked
+    (and temporaries of a killed earlier export removed) before anything is loaded."""
     from ..io import MASKS_FILE, load_masks
 
+    get_format(fmt)
+    check_dir(out, overwrite, (src,))
+    clean_stale(out)
     model, tokenizer = load_any(src)
     masks_file = Path(src) / MASKS_FILE
     masks = load_masks(masks_file) if masks_file.is_file() else None
-    return export_model(model, tokenizer, out, fmt, overwrite=overwrite, masks=masks, **opts)
+    return export_model(model, tokenizer, out, fmt, overwrite=overwrite, masks=masks, inputs=(src,), **opts)

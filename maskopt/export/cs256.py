@@ -300,7 +300,8 @@ class CS256Format(ExportFormat):
         for k, v in dense_state(model, skip=set(f"{n}.weight" for n in sparse)).items():
             tensors[k] = v
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / WEIGHTS),
-                  metadata={"format": "cs256", "layers": json.dumps(layers)})
+                  metadata={"cs256": json.dumps({"format": "cs256", "layers": layers}, sort_keys=True)})  # one key:
+        # safetensors writes several metadata keys in a varying order, and the same export must give the same bytes
         model.config.save_pretrained(out)
         stats.update(padded_zeros=padded, sha256={WEIGHTS: sha256_file(out / WEIGHTS)},
                      index_bits_per_kept=8 * stats["index_bytes"] / max(stats["kept"], 1),
@@ -310,9 +311,13 @@ class CS256Format(ExportFormat):
     def load_state(self, path: Path, info: dict[str, Any]) -> dict[str, torch.Tensor]:
         f = path / WEIGHTS
         tensors, meta = read_safetensors(f)
+        try:
+            meta = json.loads(meta["cs256"]) if "cs256" in meta else {**meta, "layers": json.loads(meta.get("layers", "{}"))}
+        except ValueError:
+            raise ExportFormatError(f"{f}: its cs256 metadata is not valid JSON") from None
         if meta.get("format") != "cs256":
             raise ExportFormatError(f"{f}: not a cs256 file (format {meta.get('format')!r})")
-        layers = json.loads(meta.get("layers", "{}"))
+        layers = meta.get("layers", {})
         state: dict[str, torch.Tensor] = {}
         for name, m in layers.items():
             try:

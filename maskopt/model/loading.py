@@ -6,6 +6,7 @@ is read. Code shipped inside a model folder (``auto_map``) never runs unless the
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 from contextlib import contextmanager
@@ -27,6 +28,47 @@ def _gguf_in(path: Path) -> str | None:
         if len(ggufs) == 1:
             return ggufs[0].name
     return None
+
+
+def _check_gguf(file: Path) -> None:
+    """A .gguf file whose header or tensor data does not fit its size is named as truncated or corrupted."""
+    try:
+        from gguf import GGUFReader  # noqa: PLC0415
+
+        reader = GGUFReader(str(file))
+        size = file.stat().st_size
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as e:  # noqa: BLE001 - numpy/struct errors of a short or damaged file
+        raise ModelLoadError(f"{file} cannot be read as GGUF: the file is truncated or corrupted "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if end > size:
+        raise ModelLoadError(f"{file} is truncated: its tensors need {end} bytes, the file has {size}")
+
+
+def _check_folder(path: Path, name: str | Path, trust_remote_code: bool) -> None:
+    """A config that names its own code (auto_map) is refused unless that code may run: loading it as a
+    built-in family instead could silently give another model."""
+    try:
+        raw = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{name}: config.json is not readable JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{name}: config.json does not hold a JSON object")
+    if raw.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"{name} ships its own model code (auto_map in config.json), which maskopt does not run without "
+            "--trust-remote-code; loading it as the built-in "
+            f"{raw.get('model_type', '?')!r} instead could give a different model. Pass --trust-remote-code only "
+            "if you trust that code, or remove auto_map from config.json if the built-in family is right")
+
+
+def _check_weights(path: Path, name: str | Path) -> None:
+    """The weights of a model folder must be safetensors: pickles are never loaded."""
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        found = f" (only {', '.join(pickles[:3])}: pickle files, which maskopt never loads)" if pickles else ""
+        raise ModelLoadError(f"{name} holds no *.safetensors weights{found}; save the model with "
+                             "safe_serialization=True (the default of save_pretrained) or pass a .gguf file")
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -68,7 +110,12 @@ def load_config(name: str | Path, *, trust_remote_code: bool = False):
     gguf = _gguf_in(path)
     if gguf is not None:
         kwargs["gguf_file"] = gguf
+        _check_gguf(path if path.is_file() else path / gguf)
         path = path if path.is_dir() else path.parent
+    elif path.is_file():
+        raise ModelLoadError(f"{name} is a file: pass the model folder (config.json + *.safetensors) or a .gguf file")
+    elif path.exists() and not path.is_dir():
+        raise ModelLoadError(f"{name} is neither a model folder nor a .gguf file")
     elif not path.exists():
         if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1 or str(name).endswith(".gguf"):
             raise ModelLoadError(f"model path {name} does not exist")
@@ -83,10 +130,12 @@ def load_config(name: str | Path, *, trust_remote_code: bool = False):
                 ) from None
     elif path.is_dir() and not (path / "config.json").exists():
         raise ModelLoadError(f"{name} holds no config.json (and not exactly one .gguf file): not a model folder")
+    else:
+        _check_folder(path, name, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(str(path), **kwargs)
     except Exception as e:  # noqa: BLE001
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = _first_line(e)
         hint = (" It ships its own code (auto_map); pass --trust-remote-code only if you trust that code."
                 if "trust_remote_code" in str(e) else "")
         raise ModelLoadError(f"cannot load a model config from {name!r}: {msg}.{hint}\n"
@@ -98,7 +147,18 @@ def load_config(name: str | Path, *, trust_remote_code: bool = False):
         raise UnsupportedModelError(
             f"unsupported architecture {config.model_type!r} in {name!r}; supported model types: "
             f"{', '.join(supported_model_types())}")
+    if path.is_dir() and "gguf_file" not in kwargs:
+        _check_weights(path, name)
     return config, kwargs, path
+
+
+def _first_line(e: Exception) -> str:
+    """The first line of an error from a library, without advice to unpickle (maskopt never does)."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    if "weights_only" in text or "pickle" in text.lower():
+        return f"{type(e).__name__} while reading a pickle file, which maskopt never unpickles"
+    return line
 
 
 def load_model(name: str | Path, dtype: torch.dtype = torch.float32, *, trust_remote_code: bool = False,
@@ -112,7 +172,7 @@ def load_model(name: str | Path, dtype: torch.dtype = torch.float32, *, trust_re
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
     except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(f"cannot load model/tokenizer from {name!r}: {e}") from None
+        raise ModelLoadError(f"cannot load model/tokenizer from {name!r}: {_first_line(e)}") from None
     if "gguf_file" in kwargs:  # the weights are dequantized floats now: a plain model (saveable as such)
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config

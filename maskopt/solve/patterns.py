@@ -99,7 +99,14 @@ class Pattern:
         _, size = self.group_shape(rows, d)
         keep = size - int(sparsity * size)
         if self.kind == "cs256":
+            wanted = keep
             keep = min(self.g * int(keep / self.g + 0.5), tile_capacity(d, self.g))
+            if keep == 0 and wanted > 0:
+                raise PatternError(
+                    f"cs256 keeps a multiple of g={self.g} weights per row: at sparsity {sparsity} a row of {d} inputs "
+                    f"would keep {wanted}, rounded to 0, and the whole layer would be zeroed. The highest sparsity "
+                    f"that keeps one group of a row of {d} is {1 - (self.g / 2) / d:.4f} (use a lower --sparsity, "
+                    f"or a smaller g with --pattern cs256:G)")
         return keep
 
     def round_keep(self, keep: int) -> int:

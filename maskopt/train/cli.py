@@ -60,7 +60,7 @@ def _pruner(pruner: str, scope: str, pattern: str):
     return Pruner(pruner, scope=scope, pattern=pattern)
 
 
-_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError, ImportError)
+_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, ImportError)
 
 
 @app.command()

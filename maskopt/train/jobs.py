@@ -2,22 +2,28 @@
 
 Output folder layout: ``results.json`` (the run's rows and settings), ``last_good/`` (the state after
 the last finished phase; kept when a later phase fails), ``model/`` (the final model: a Hugging
-Face folder for LMs, ``model.pt`` otherwise), all written atomically.
+Face folder for LMs, ``model.pt`` otherwise). The run writes into a temporary sibling of ``--out``
+(maskopt.output) that is renamed onto it when the run ends, or when training fails (non-finite loss,
+Ctrl-C) after a good state was kept; any other failure leaves ``--out`` as it was.
 """
 from __future__ import annotations
 
+import pickle
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from ..io import atomic_dir, check_output, mark_output, write_json
+from ..io import write_json
+from ..output import atomic_dir, check_dir, clean_stale, output_id, publish_dir, start_dir
 from .budget import Budget
 from .checkpoint import LastGood
 from .dense import SFWConfig, oneshot_curve, train_dense, train_sfw
+from .errors import NonFiniteLossError
 from .imp import IMPConfig, run_bimp, run_imp
 from .masking import current_masks, sparsity_of
 from .pruners import Pruner
@@ -47,25 +53,63 @@ def make_workload(kind: str, **options: Any) -> Workload:
     raise ValueError(f"unknown workload {kind!r}; choose one of {', '.join(WORKLOADS)}")
 
 
-def prepare_out(out: str | Path | None, overwrite: bool) -> Path | None:
+def check_out(out: str | Path | None, overwrite: bool, inputs: tuple = ()) -> Path | None:
+    """The checked output folder (before any work), with the temporaries of killed earlier runs removed."""
     if out is None:
         return None
-    out = check_output(out, overwrite)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    mark_output(out)
+    out = check_dir(out, overwrite, inputs)
+    clean_stale(out)
     return out
 
 
-def load_init(model: nn.Module, init: str | Path) -> None:
-    """Load a state dict from a ``model.pt`` file or a folder holding ``last_good/model.pt`` or ``model.pt``."""
-    p = Path(init)
+@contextmanager
+def work_folder(out: Path | None, overwrite: bool, inputs: tuple = ()) -> Iterator[Path | None]:
+    """A temporary sibling of ``out`` that the run writes into; renamed onto ``out`` at the end, or after a
+    training failure that left a last good state; removed after any other failure."""
+    if out is None:
+        yield None
+        return
+    work = start_dir(out)
+    try:
+        yield work
+    except (NonFiniteLossError, KeyboardInterrupt):
+        if (work / "last_good").is_dir():
+            check_dir(out, overwrite, inputs)
+            publish_dir(work, out)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    check_dir(out, overwrite, inputs)
+    publish_dir(work, out)
+
+
+def init_file(init: str | Path) -> Path:
+    """The ``model.pt`` of ``init``: that file, or one in a folder (``last_good/``, top level, ``model/``)."""
+    p = Path(init).expanduser()
     for cand in (p, p / "last_good" / "model.pt", p / "model.pt", p / "model" / "model.pt"):
         if cand.is_file():
-            model.load_state_dict(torch.load(cand, weights_only=True))
-            return
+            return cand
     raise FileNotFoundError(f"no model.pt found at {init}")
+
+
+def load_init(model: nn.Module, init: str | Path) -> None:
+    """Load a state dict (tensors only: a pickle that holds code is refused, never run)."""
+    f = init_file(init)
+    try:
+        state = torch.load(f, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise ValueError(f"--init {f} is not a state dict of tensors that maskopt can read safely "
+                         f"({type(e).__name__}); maskopt never unpickles code") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"--init {f} holds a {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--init {f} does not fit this model: {first}") from None
 
 
 def starting_model(workload: Workload, *, dense_budget: str | None = "auto", init: str | Path | None = None,
@@ -112,8 +156,14 @@ def _finish(kind: str, workload: Workload, model: nn.Module, out: Path | None, p
                "final_sparsity": sparsity_of(current_masks(workload.prunable(model))), "seconds": time.time() - t0}
     save_final(workload, model, out)
     if out is not None:
-        write_json(out / "results.json", payload)
+        write_json(out / "results.json", {**payload, "output_id": output_id(out)})
     return payload
+
+
+def _inputs(workload: Workload, init: str | Path | None) -> tuple:
+    """The files a training run reads (its output may never be, lie in, or hold one of them)."""
+    paths = [getattr(workload, k, None) for k in ("model_path", "train_text", "eval_text")]
+    return tuple(str(p) for p in (*paths, init) if p is not None)
 
 
 def sfw_job(workload: Workload, config: SFWConfig, budget: str, prune_at: list[float], pruner: Pruner, *,
@@ -121,11 +171,18 @@ def sfw_job(workload: Workload, config: SFWConfig, budget: str, prune_at: list[f
             log: Log = print) -> dict:
     """Train the dense model with SFW, then prune it one-shot at every sparsity (no retraining)."""
     t0 = time.time()
-    out = prepare_out(out, overwrite)
-    guard = LastGood(out)
+    inputs = _inputs(workload, init)
+    out = check_out(out, overwrite, inputs)
+    Budget.parse(budget).steps(workload.steps_per_epoch())  # a bad budget fails before any work
     model = workload.build_model(seed)
     if init is not None:
         load_init(model, init)
+    with work_folder(out, overwrite, inputs) as work:
+        return _sfw(workload, model, config, budget, prune_at, pruner, seed, work, t0, log)
+
+
+def _sfw(workload, model, config, budget, prune_at, pruner, seed, out, t0, log) -> dict:
+    guard = LastGood(out)
     res = train_sfw(model, workload, config, budget, seed=seed, guard=guard)
     dense_metric = workload.evaluate(model, "test")
     log(f"SFW ({config.kind}, k={config.k}): {res['steps']} steps in {res['seconds']:.1f} s; dense "
@@ -142,7 +199,15 @@ def imp_job(workload: Workload, config: IMPConfig, *, dense_budget: str | None =
             init: str | None = None, out: str | Path | None = None, overwrite: bool = False, log: Log = print) -> dict:
     """IMP (or BIMP with ``bimp_total``) with the configured retraining schedule."""
     t0 = time.time()
-    out = prepare_out(out, overwrite)
+    inputs = _inputs(workload, init)
+    out = check_out(out, overwrite, inputs)
+    if init is not None:
+        init_file(init)
+    with work_folder(out, overwrite, inputs) as work:
+        return _imp(workload, config, dense_budget, bimp_total, init, work, t0, log)
+
+
+def _imp(workload, config, dense_budget, bimp_total, init, out, t0, log) -> dict:
     guard = LastGood(out)
     if bimp_total is not None:
         model, res = run_bimp(workload, config, bimp_total, guard=guard, log=log)
@@ -157,7 +222,15 @@ def soup_job(workload: Workload, config: SMSConfig, *, dense_budget: str | None 
              out: str | Path | None = None, overwrite: bool = False, log: Log = print) -> dict:
     """Sparse Model Soups: IMP phases with m retrained copies averaged."""
     t0 = time.time()
-    out = prepare_out(out, overwrite)
+    inputs = _inputs(workload, init)
+    out = check_out(out, overwrite, inputs)
+    if init is not None:
+        init_file(init)
+    with work_folder(out, overwrite, inputs) as work:
+        return _soup(workload, config, dense_budget, init, work, t0, log)
+
+
+def _soup(workload, config, dense_budget, init, out, t0, log) -> dict:
     guard = LastGood(out)
     model, original, info = starting_model(workload, dense_budget=dense_budget, init=init, seed=config.seed,
                                            guard=guard, log=log)

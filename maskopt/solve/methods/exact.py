@@ -33,10 +33,11 @@ class Exact:
         if self.time_limit <= 0 or self.node_limit < 1 or self.rel_tol < 0:
             raise ValueError("exact: time_limit must be > 0, node_limit ≥ 1 and rel_tol ≥ 0")
         if not (isinstance(self.rows, str) and self.rows.strip().lower() == "all"):
-            try:  # the syntax only; the range is checked per layer
-                [int(b) for part in str(self.rows).split(",") if part.strip() for b in part.split("-", 1)]
-            except ValueError:
-                raise ValueError(f"exact: rows must be 'all' or indices/ranges like '0,5,10-20', got {self.rows!r}") from None
+            try:  # the syntax and the order only; the range is checked per layer
+                parse_rows(self.rows, None)
+            except ValueError as e:
+                raise ValueError(f"exact: rows must be 'all' or indices/ranges like '0,5,10-20' ({e}), "
+                                 f"got {self.rows!r}") from None
         if self.seed not in (None, "auto", "none"):
             check_warm_start("exact", self.seed)
 
@@ -87,7 +88,7 @@ class Exact:
         return get_method(name).solve(problem).mask
 
 
-def parse_rows(spec: str | list[int] | None, n: int) -> list[int]:
+def parse_rows(spec: str | list[int] | None, n: int | None) -> list[int]:
     """'all' → 0..n−1; '0,5,10-20' → those rows (range inclusive); a list passes through."""
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
         return list(range(n))
@@ -101,10 +102,16 @@ def parse_rows(spec: str | list[int] | None, n: int) -> list[int]:
                 continue
             if "-" in part:
                 a, b = part.split("-", 1)
+                if int(a) > int(b):
+                    raise ValueError(f"the range {part} is empty (write the smaller row first, e.g. {b}-{a})")
                 out.update(range(int(a), int(b) + 1))
             else:
                 out.add(int(part))
         out = sorted(out)
+        if not out:
+            raise ValueError("no rows selected")
+    if n is None:
+        return out
     bad = [i for i in out if not 0 <= i < n]
     if bad:
         raise ValueError(f"rows {bad} out of range 0..{n - 1}")
