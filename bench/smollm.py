@@ -192,7 +192,9 @@ def load_peers() -> list[dict]:
         if r.get("protocol") == "v2":
             r.setdefault("method", f"peer:{r.get('peer', f.stem)}")
             r.update(recover=r.get("recover", "none"), refit=False, allocation="uniform", peer_file=f.name,
-                     ppl=r["wikitext"]["ppl"])
+                     ppl=r["wikitext"]["ppl"], mask_cached=False)
+            r.setdefault("peak_memory_mb", r.get("prune_peak_memory_mb"))
+            r.setdefault("model", "smollm")
             rows.append(r)
     return rows
 

@@ -1,0 +1,106 @@
+"""Run a peer on protocol v2 and score it with maskopt's own evaluator: the same calibration token ids (exported
+from maskopt's window sampler), the same scoring code (bench/protocol.py). Writes
+bench/results/peers/<peer>-<setting>.json, which `bench/smollm.py --table` reads as a **peer** row.
+
+    .venv/bin/python bench/peers/run.py llmc-sparsegpt llmc-wanda --settings 50% 70%
+    .venv/bin/python bench/peers/run.py alps --settings 50% 70% --alps-src ~/.cache/maskopt/alps-src
+
+Peers: llmc-sparsegpt, llmc-wanda (llm-compressor's `oneshot` with SparseGPTModifier / WandaPruningModifier, in
+the separate environment of bench/peers/README.md, --peers-python), alps (the ALPS authors' alps.py from the
+checkout given by --alps-src, driven block by block; runs in maskopt's environment). Each peer prunes with its own
+default pattern (unstructured per matrix at 50/60/70%; 2:4 at 2:4): the table says so. A result that exists is
+skipped (--force runs it again); the pruned folders stay in $MASKOPT_PEER_MODELS (~/.cache/maskopt/peer-models).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCH = HERE.parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from common import RESULTS, model_path  # noqa: E402
+
+PEERS = {"llmc-sparsegpt": "llm-compressor SparseGPT", "llmc-wanda": "llm-compressor Wanda",
+         "alps": "ALPS (authors' code)"}
+SETTINGS = {"50%": (0.5, None), "60%": (0.6, None), "70%": (0.7, None), "2:4": (0.5, (2, 4))}
+DEFAULT_PEERS_PYTHON = Path.home() / ".cache" / "maskopt" / "peers-venv" / "bin" / "python"
+
+
+def slug(setting: str) -> str:
+    return setting.replace("%", "pct").replace(":", "of")
+
+
+def run_one(peer: str, setting: str, a: argparse.Namespace, windows: Path) -> Path:
+    out_json = RESULTS / "peers" / f"{peer}-{slug(setting)}.json"
+    if out_json.exists() and not a.force:
+        print(f"{out_json} exists: skipped", file=sys.stderr)
+        return out_json
+    sparsity, nm = SETTINGS[setting]
+    models = Path(os.environ.get("MASKOPT_PEER_MODELS", Path.home() / ".cache" / "maskopt" / "peer-models"))
+    folder = models / f"{peer}-{slug(setting)}"
+    model = a.model or model_path("smollm")
+    if not (Path(model) / "config.json").is_file():
+        raise SystemExit(f"{model} is not an HF folder: set MASKOPT_SMOLLM_F32 to the float32 copy of SmolLM2 "
+                         "(the peers cannot read the GGUF), or pass --model")
+    t = time.time()
+    if peer.startswith("llmc-"):
+        cmd = [str(a.peers_python), str(HERE / "llmcompressor_prune.py"), "--method", peer[5:],
+               "--mask-structure", "0:0" if nm is None else f"{nm[0]}:{nm[1]}"]
+    else:
+        if not a.alps_src:
+            raise SystemExit("alps needs --alps-src: the folder of a mazumder-lab/ALPS checkout")
+        cmd = [sys.executable, str(HERE / "alps_prune.py"), "--alps-src", str(a.alps_src),
+               "--nm", "0:0" if nm is None else f"{nm[0]}:{nm[1]}"]
+    cmd += ["--model", str(model), "--windows", str(windows), "--sparsity", str(sparsity), "--out", str(folder),
+            "--threads", str(a.threads)]
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    run = json.loads((folder / "peer_run.json").read_text())
+    run.update(model="smollm", method=f"peer:{peer}", peer_label=f"{PEERS[peer]} ({run['pattern']})",
+               setting=setting, prune_wall_seconds=time.time() - t)
+    extra = folder / "peer_row.json"
+    extra.write_text(json.dumps(run))
+    score = [sys.executable, str(BENCH / "protocol.py"), "score", str(folder), "--json", str(out_json), "--extra",
+             str(extra), "--threads", str(a.threads), "--zeroshot-limit", str(a.zeroshot_limit),
+             "--wikitext-windows", str(a.wikitext_windows), "--heldout-windows", str(a.heldout_windows)]
+    subprocess.run(score, check=True, cwd=ROOT)
+    return out_json
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("peers", nargs="+", choices=list(PEERS))
+    ap.add_argument("--settings", nargs="+", default=["50%", "70%"], choices=list(SETTINGS))
+    ap.add_argument("--peers-python", default=os.environ.get("MASKOPT_PEERS_PYTHON", DEFAULT_PEERS_PYTHON),
+                    help="python of the llm-compressor environment (bench/peers/README.md)")
+    ap.add_argument("--alps-src", default=None, help="folder of a mazumder-lab/ALPS checkout (alps.py)")
+    ap.add_argument("--model", default=None, help="dense HF folder (default: $MASKOPT_SMOLLM_F32)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--zeroshot-limit", type=int, default=500, help="documents per task (0: the whole sets)")
+    ap.add_argument("--wikitext-windows", type=int, default=128)
+    ap.add_argument("--heldout-windows", type=int, default=128)
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args()
+    from protocol import CALIB_NSAMPLES, CALIB_SEQLEN, CALIB_SEED, cache_root, export_windows  # noqa: PLC0415
+
+    model = a.model or model_path("smollm")
+    windows = cache_root() / f"calib-{Path(model).name}-{CALIB_NSAMPLES}x{CALIB_SEQLEN}-seed{CALIB_SEED}.npy"
+    if not windows.is_file():
+        export_windows(windows, model)
+    for setting in a.settings:
+        for peer in a.peers:
+            try:
+                print(run_one(peer, setting, a, windows), flush=True)
+            except subprocess.CalledProcessError as e:  # one failed peer is reported, the others go on
+                print(f"FAILED {peer} {setting}: {e}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
