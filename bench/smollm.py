@@ -283,6 +283,65 @@ def tasks_table_v2(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def row_name(r: dict) -> str:
+    return f"{label_v2(r)} @ {r['setting']} / {r['recover']}"
+
+
+def compare_rows(rows: list[dict], a: str, b: str) -> str:
+    """Paired bootstrap of two v2 rows (each named by a substring of 'mask @ setting / recovery') on every text."""
+    from protocol import compare  # noqa: PLC0415
+
+    rows = pick_rows([r for r in rows if r.get("protocol") == "v2"])
+    found = []
+    for q in (a, b):
+        m = [r for r in rows if q in row_name(r)]
+        exact = [r for r in m if row_name(r) == q]
+        if len(exact) == 1:
+            m = exact
+        if len(m) != 1:
+            raise SystemExit(f"{q!r} matches {len(m)} rows: " + "; ".join(row_name(r) for r in m or rows))
+        found.append(m[0])
+    out = [f"A = {row_name(found[0])}", f"B = {row_name(found[1])}"]
+    for text in ("wikitext", "heldout", "tune"):
+        if text in found[0] and text in found[1]:
+            c = compare(found[0], found[1], text)
+            verdict = "A lower" if c["diff_hi"] < 0 else "A higher" if c["diff_lo"] > 0 else "no resolved difference"
+            out.append(f"{text}: ppl A {c['ppl_a']:.2f}, B {c['ppl_b']:.2f}; A − B {c['diff']:+.2f} "
+                       f"[{c['diff_lo']:+.2f}, {c['diff_hi']:+.2f}], A / B {c['ratio']:.4f} [{c['ratio_lo']:.4f}, "
+                       f"{c['ratio_hi']:.4f}] over {c['windows']} windows: {verdict}")
+    return "\n".join(out)
+
+
+def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
+    """The rows measured under both protocols: v1's WikiText perplexity (32 windows, calibration on all of valid)
+    beside v2's (128 windows, calibration on its first 90%), each over its own dense, and per setting the order
+    of the masks under each protocol (among the rows both have)."""
+    v2 = {row_key(r)[:6]: r for r in pick_rows([r for r in v2_rows if r.get("protocol") == "v2"])}
+    v1 = {row_key(r)[:6]: r for r in v1_rows if r.get("protocol", "v1") != "v2"}
+    both = [k for k in v2 if k in v1]
+    if not both:
+        return "No row has been measured under both protocols yet.\n"
+    d1 = next((r["ppl"] for k, r in v1.items() if k[1] == "dense"), None)
+    d2 = next((r["ppl"] for k, r in v2.items() if k[1] == "dense"), None)
+    lines = ["| setting | mask | recovery | v1 ppl (32 windows) | v1 × dense | v2 ppl (WikiText) | v2 × dense |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for k in sorted(both, key=lambda k: (k[2] if k[1] != "dense" else "", k[1])):
+        a, b = v1[k], v2[k]
+        lines.append(f"| {'–' if k[1] == 'dense' else k[2]} | {mask_label(b)} | {k[3]} | {a['ppl']:.2f} | "
+                     f"{a['ppl'] / d1:.3f} | {b['ppl']:.2f} | {b['ppl'] / d2:.3f} |" if d1 and d2 else
+                     f"| {k[2]} | {mask_label(b)} | {k[3]} | {a['ppl']:.2f} | – | {b['ppl']:.2f} | – |")
+    notes = []
+    for setting in sorted({k[2] for k in both if k[1] != "dense"}):
+        ks = [k for k in both if k[2] == setting and k[1] != "dense"]
+        if len(ks) < 2:
+            continue
+        o1 = [mask_label(v1[k]) + ("" if k[3] == "none" else f" + {k[3]}") for k in sorted(ks, key=lambda k: v1[k]["ppl"])]
+        o2 = [mask_label(v2[k]) + ("" if k[3] == "none" else f" + {k[3]}") for k in sorted(ks, key=lambda k: v2[k]["ppl"])]
+        notes.append(f"- {setting}: v1 order {' < '.join(o1)}; v2 order {' < '.join(o2)}: "
+                     + ("**unchanged**" if o1 == o2 else "**changed**"))
+    return "\n".join(lines) + "\n\n" + ("\n".join(notes) + "\n" if notes else "")
+
+
 V2_HEADER = """Scoreboard, protocol v2 (`bench/smollm.py`, `bench/protocol.py`; issue 20). SmolLM2-135M (float32 copy of the
 GGUF in ../shared). Calibration (and any retraining): 128 × 256 tokens sampled (seed 0) from the first 90% of
 WikiText-2 `valid.txt`; the last 10% is the tuning text (never sampled; "tuning ppl", all its windows of 512).
@@ -325,6 +384,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-reference", action="store_true", help="skip the per-layer Wanda reference (faster)")
     ap.add_argument("--table", action="store_true", help="only rebuild bench/results/smollm.md")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                    help="v2: paired bootstrap of two rows named by substrings of 'mask @ setting / recovery'")
     a = ap.parse_args()
     a.name = a.name or NAME[a.protocol]
     if a.child:
@@ -332,6 +393,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     jsonl = RESULTS / f"{a.name}.jsonl"
     rows = [json.loads(ln) for ln in jsonl.read_text().splitlines() if ln.strip()] if jsonl.exists() else []
+    if a.compare:
+        print(compare_rows(rows + load_peers(), *a.compare))
+        return
     if not a.table:
         done = {row_key(r) for r in rows}
         common = ["--model", a.model, "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--eval-max-windows",
@@ -366,8 +430,12 @@ def main() -> None:
     if a.protocol == "v2":
         allrows = rows + load_peers()
         md = table_v2(allrows)
-        (RESULTS / f"{a.name}.md").write_text(V2_HEADER + md + "\nZero-shot accuracy per task (acc / acc_norm, %):\n\n"
-                                              + tasks_table_v2(allrows))
+        v1_file = RESULTS / f"{NAME['v1']}.jsonl"
+        v1_rows = [json.loads(ln) for ln in v1_file.read_text().splitlines() if ln.strip()] if v1_file.exists() else []
+        (RESULTS / f"{a.name}.md").write_text(
+            V2_HEADER + md + "\nZero-shot accuracy per task (acc / acc_norm, %):\n\n" + tasks_table_v2(allrows)
+            + "\nWhat changed from protocol v1 (`smollm.jsonl`) to v2, rows measured under both:\n\n"
+            + changes_table(v1_rows, rows))
         print(md)
         return
     md = table(rows)
