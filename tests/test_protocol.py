@@ -125,3 +125,28 @@ def test_the_real_split_of_wikitext_valid(tmp_path):
     assert calib + tune == src
     assert 0.09 < len(tune) / len(src) < 0.11
     assert tune[:400] not in calib and tune[-400:] not in calib
+
+
+def _row(method, setting, scale, **kw):
+    nll, _ = _sample(128, 7)
+    t = {"nll": (nll * scale).tolist(), "seqlen": 512, "ppl": perplexity_from_nlls(nll * scale, torch.full((128,), 511.0)),
+         "lo": 1.0, "hi": 2.0}
+    return {"model": "smollm", "method": method, "setting": setting, "recover": "none", "allocation": "uniform",
+            "refit": False, "protocol": "v2", "eval_tag": "W128 H128 T Z500", "eval": {"wikitext_windows": 128},
+            "wikitext": t, "heldout": t, "ppl": t["ppl"], **kw}
+
+
+def test_scoreboard_reads_peer_files_and_resolves_differences(tmp_path, monkeypatch):
+    import json
+
+    import smollm
+
+    monkeypatch.setattr(smollm, "PEERS_DIR", tmp_path)
+    peer = _row("peer:llmc-sparsegpt", "50%", 1.01, peer_label="llm-compressor SparseGPT (unstructured)")
+    (tmp_path / "llmc-sparsegpt-50pct.json").write_text(json.dumps(peer))
+    rows = [_row("dense", "–", 0.8), _row("sparsegpt", "50%", 1.0), _row("wanda", "50%", 0.99)] + smollm.load_peers()
+    md = smollm.table_v2(rows)
+    line = {ln.split("|")[2].strip(): ln for ln in md.splitlines()[2:]}
+    assert "✗" in line["**peer** llm-compressor SparseGPT (unstructured)"]  # 1% worse on every window: resolved
+    assert "✓" in line["wanda"] and "✓" not in line["sparsegpt"]
+    assert "A lower" in smollm.compare_rows(rows, "wanda", "sparsegpt @ 50%")
