@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from common import SHARED
 MODEL = SHARED / "models" / "maskopt-tiny-llama"
 CALIB = SHARED / "data" / "english-calib" / "calib.txt"
 SMOLLM = SHARED / "models" / "smollm2-135m-instruct-q4_1"

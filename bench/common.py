@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from maskopt.defaults import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = shared_dir(required=False) or ROOT.parent / "shared"  # the one path constant of the bench
 RESULTS = Path(os.environ.get("MASKOPT_BENCH_RESULTS") or ROOT / "bench" / "results")  # a grid run from a snapshot
 MODELS = {
     "tiny": SHARED / "models" / "maskopt-tiny-llama",

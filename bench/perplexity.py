@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from common import ROOT, SHARED
 MODEL = SHARED / "models" / "maskopt-tiny-llama"
 CALIB = SHARED / "data" / "english-calib" / "calib.txt"
 TEST = SHARED / "data" / "english-heldout" / "test.txt"

@@ -25,7 +25,7 @@ from maskopt.config import PruneConfig
 from maskopt.data import calibration_windows, eval_windows, read_texts, tokenize
 from maskopt.perplexity import perplexity
 from maskopt.model.loading import load_model
-from maskopt.pipeline import prune
+from maskopt.run.job import prune
 from maskopt.recover import PERPConfig, ReconstructConfig, perp_retrain, reconstruct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def recover(variant: str, pruned, dense, calib, train, args, device) -> dict:
 
 def sparsity_of(model) -> float:
     from maskopt.model.adapters import get_adapter  # noqa: PLC0415
-    from maskopt.pipeline import measured_sparsity  # noqa: PLC0415
+    from maskopt.stages.prune import measured_sparsity  # noqa: PLC0415
 
     return measured_sparsity(model, get_adapter(model))
 

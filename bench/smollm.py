@@ -77,15 +77,15 @@ def child(a: argparse.Namespace) -> None:
 
     torch.set_num_threads(a.threads)
     from maskopt.config import PruneConfig
-    from maskopt.jobs import JobInputs, run_job
+    from maskopt.run.job import JobInputs, run_job
     from maskopt.options import parse_kv
-    from maskopt.perplexity import EvaluateOptions, EvaluateStage
-    from maskopt.pipeline import PruneStage
+    from maskopt.stages.evaluate import EvaluateOptions, EvaluateStage
+    from maskopt.stages.prune import PruneStage
     from maskopt.stages import make_stage
 
     from maskopt.io import MASKS_FILE
     from maskopt.report import load_report, peak_memory_mb
-    from maskopt.save import SaveOptions, SaveStage
+    from maskopt.stages.save import SaveOptions, SaveStage
 
     t0 = time.time()
     a.recover = a.recover[0]

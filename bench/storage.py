@@ -48,8 +48,11 @@ def load(name: str):
 
 
 def linears(model) -> dict[str, torch.Tensor]:
-    return {n: m.weight.detach() for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and n.split(".")[-1] != "lm_head"}
+    """The prunable weights by name, as (rows, d) — the package adapter's view of the model."""
+    from maskopt.model.adapters import get_adapter
+
+    adapter = get_adapter(model)
+    return {n: adapter.get_weight(m).detach() for n, m in adapter.named_linears(model).items()}
 
 
 def masks_for(W: torch.Tensor, setting: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 ROWS = RESULTS / "training_rows.jsonl"
-SHARED = ROOT.parent / "shared"
+from common import SHARED  # noqa: E402
 PARTS = ("digits-sfw", "digits-imp", "digits-sms", "lm-sfw", "lm-imp", "lm-sms", "lm-oneshot")
 
 D_SPARS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]        # one-shot curve (digits)
@@ -290,8 +290,7 @@ def part_lm_sms(args) -> None:
 
 def part_lm_oneshot(args) -> None:
     import maskopt
-    from maskopt.jobs import apply_recovery
-    from maskopt.recover import ReconstructConfig
+    from maskopt.stages import make_stage
 
     torch.set_num_threads(args.threads)
     wl = _lm()
@@ -305,10 +304,10 @@ def part_lm_oneshot(args) -> None:
             cfg = maskopt.PruneConfig(method=name, sparsity=s, pattern="per_row", method_options=dict(opts),
                                       nsamples=windows.shape[0], seqlen=windows.shape[1], progress=False,
                                       reference=None, device="cpu")
-            maskopt.prune(m, windows, cfg)
+            masks = maskopt.prune(m, windows, cfg).masks
             if recon:
-                apply_recovery(m, base, windows, ReconstructConfig("matrix"), device="cpu", progress=False,
-                               log=lambda _: None)
+                maskopt.run_on([make_stage("matrix", "recover")], m, None, windows, dense=base, masks=masks,
+                            device="cpu", progress=False, log=lambda _: None)
             label = name + (" + reconstruction (matrix)" if recon else "")
             emit({"part": "lm-oneshot", "variant": label, "sparsity": s, "ppl": wl.evaluate(m, "test"),
                   "seconds": time.time() - t0})

@@ -15,7 +15,7 @@ from ._version import __version__  # noqa: E402
 
 from .config import PruneConfig
 from .solve.patterns import Pattern
-from .pipeline import prune
+from .run.job import prune, run_on
 from .solve.problem import LayerProblem, Solution
 
 
@@ -26,4 +26,4 @@ def evaluate(model, tokenizer, texts, **kwargs):
     return evaluate_texts(model, tokenizer, texts, **kwargs)
 
 
-__all__ = ["LayerProblem", "Pattern", "PruneConfig", "Solution", "evaluate", "prune"]
+__all__ = ["LayerProblem", "Pattern", "PruneConfig", "Solution", "evaluate", "prune", "run_on"]

@@ -57,14 +57,21 @@ def _recover_specs(recover: Optional[List[str]], reconstruct: Optional[str], rec
         stages.append(make_stage(reconstruct, "recover", parse_kv(recon_opt, "--recon-opt")))
     if perp:
         stages.append(make_stage(perp, "recover", parse_kv(perp_opt, "--perp-opt")))
+    if reconstruct or perp:
+        new = " ".join(f"--recover {s.name}" + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else "")
+                       for s, opts in zip(stages[len(recover or []):],
+                                          [parse_kv(recon_opt)] * bool(reconstruct) + [parse_kv(perp_opt)] * bool(perp)))
+        typer.secho(f"warning: --reconstruct/--perp (and their -opt flags) are deprecated; write {new}",
+                    fg=typer.colors.YELLOW, err=True)
     return stages
 
 
 def _eval_stage(texts, label: str, max_windows: Optional[int], seqlen: Optional[int] = None, cache: bool = False):
-    from .perplexity import EvaluateOptions, EvaluateStage, check_max_windows  # noqa: PLC0415
+    from .perplexity import check_max_windows  # noqa: PLC0415
+    from .stages import new_stage  # noqa: PLC0415
 
-    return EvaluateStage(EvaluateOptions([str(t) for t in texts], label, seqlen, check_max_windows(max_windows),
-                                         cache=cache))
+    return new_stage("evaluate", texts=[str(t) for t in texts], label=label, seqlen=seqlen,
+                     max_windows=check_max_windows(max_windows), cache=cache)
 
 
 def _print_perplexity(report) -> None:
@@ -113,14 +120,14 @@ def prune(
     """Prune a causal LM layer by layer (optionally recover) and save it with masks and a report."""
     from . import defaults  # noqa: PLC0415
     from .config import PruneConfig  # noqa: PLC0415
-    from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .run.job import JobInputs, run_job  # noqa: PLC0415
     from .options import parse_kv  # noqa: PLC0415
-    from .pipeline import PruneStage, resolve_device  # noqa: PLC0415
-    from .save import SaveOptions, SaveStage  # noqa: PLC0415
+    from .run.device import resolve_device  # noqa: PLC0415
     from .solve.methods import get_method  # noqa: PLC0415
+    from .stages import new_stage  # noqa: PLC0415
 
     try:
-        from .output import check_dir  # noqa: PLC0415
+        from .run.output import check_dir  # noqa: PLC0415
 
         is_default = model is None
         model_name = str(defaults.default_model()) if is_default else model
@@ -138,9 +145,9 @@ def prune(
                           progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
         stages = [_eval_stage(texts, "dense", eval_max_windows, cache=True)] if texts else []
-        stages += [PruneStage(cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
+        stages += [new_stage("prune", cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
         stages += [_eval_stage(texts, "pruned", eval_max_windows)] if texts else []
-        stages.append(SaveStage(SaveOptions(overwrite)))
+        stages.append(new_stage("save", overwrite=overwrite))
         inputs = JobInputs(model_name, calib_files, nsamples, seqlen, seed, device, batch_size,
                            trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts)
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
@@ -200,13 +207,12 @@ def recover(
 ) -> None:
     """Recover quality of an already pruned model: reconstruction and/or PERP retraining; the mask is kept."""
     from . import defaults  # noqa: PLC0415
-    from .jobs import JobInputs, run_job  # noqa: PLC0415
-    from .output import check_dir  # noqa: PLC0415
-    from .pipeline import resolve_device  # noqa: PLC0415
-    from .recover.stages import RECOMMENDED  # noqa: PLC0415
+    from .run.job import JobInputs, run_job  # noqa: PLC0415
+    from .run.output import check_dir  # noqa: PLC0415
+    from .run.device import resolve_device  # noqa: PLC0415
+    from .stages.recover import RECOMMENDED  # noqa: PLC0415
     from .report import load_report  # noqa: PLC0415
-    from .save import SaveOptions, SaveStage  # noqa: PLC0415
-    from .stages import make_stage  # noqa: PLC0415
+    from .stages import make_stage, new_stage  # noqa: PLC0415
 
     log = _log(quiet)
     try:
@@ -225,7 +231,7 @@ def recover(
             raise ValueError(f"reconstruction needs the dense model: pass --dense ({pruned} has no report naming it)")
         texts = eval_text or []
         stages = ([_eval_stage(texts, "before", eval_max_windows)] if texts else []) + rec
-        stages += ([_eval_stage(texts, "after", eval_max_windows)] if texts else []) + [SaveStage(SaveOptions(overwrite))]
+        stages += ([_eval_stage(texts, "after", eval_max_windows)] if texts else []) + [new_stage("save", overwrite=overwrite)]
         inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
                            dense=dense_name if any(s.needs_dense for s in rec) else None,
                            trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts)
@@ -259,11 +265,12 @@ def certify(
 ) -> None:
     """Certified lower bound on the best possible error of every layer, and the gap (err − LB) / err of its mask."""
     from . import defaults  # noqa: PLC0415
-    from .certify.stage import CertifyOptions, CertifyStage  # noqa: PLC0415
-    from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .stages import new_stage  # noqa: PLC0415
+    from .stages.certify import CertifyOptions  # noqa: PLC0415
+    from .run.job import JobInputs, run_job  # noqa: PLC0415
     from .options import build_options  # noqa: PLC0415
-    from .output import check_file, write_text_output  # noqa: PLC0415
-    from .pipeline import resolve_device  # noqa: PLC0415
+    from .run.output import check_file, write_text_output  # noqa: PLC0415
+    from .run.device import resolve_device  # noqa: PLC0415
     from .report import jsonable, load_report  # noqa: PLC0415
 
     try:
@@ -287,7 +294,7 @@ def certify(
                                               "bnb_time_limit": bnb_time_limit, "shift": shift}, "certify")
         inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
                            dense=dense_name, trust_remote_code=trust_remote_code, progress=not quiet)
-        rows = run_job([CertifyStage(CertifyOptions(**opts))], inputs, log=_log(quiet)).certificates
+        rows = run_job([new_stage("certify", **opts)], inputs, log=_log(quiet)).certificates
         if out is not None:
             write_text_output(out, json.dumps(jsonable(rows), indent=2), overwrite, read)
     except USER_ERRORS as e:
@@ -319,9 +326,9 @@ def eval_cmd(
 ) -> None:
     """Perplexity of a model (or of a `maskopt export` folder) on text files, or zero-shot accuracy with --tasks."""
     from . import defaults  # noqa: PLC0415
-    from .jobs import JobInputs, run_job  # noqa: PLC0415
+    from .run.job import JobInputs, run_job  # noqa: PLC0415
     from .perplexity import evaluate_texts  # noqa: PLC0415
-    from .pipeline import resolve_device  # noqa: PLC0415
+    from .run.device import resolve_device  # noqa: PLC0415
 
     if tasks:
         return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json)

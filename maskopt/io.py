@@ -9,7 +9,7 @@ from typing import Iterable
 
 import torch
 
-from .output import atomic_dir
+from .run.output import atomic_dir
 from .report import write_json  # noqa: F401  (re-exported for callers)
 
 MASKS_FILE = "maskopt_masks.safetensors"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +12,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import DataError, check_seqlen, context_length, eval_windows, read_texts, tokenize
-from .stages import Stage
 
 
 @torch.no_grad()
@@ -183,41 +181,3 @@ class PerplexityCache:
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache that cannot be written only costs time
-
-
-@dataclass
-class EvaluateOptions:
-    texts: list[str] = field(default_factory=list)  # text files to score
-    label: str = "pruned"  # the column of the report's perplexity table ('dense', 'pruned', 'before', 'after')
-    seqlen: int | None = None  # window length (default min(2048, context))
-    max_windows: int | None = None  # cap on windows per text (None or 0: the whole text)
-    batch_size: int = 4  # windows per forward
-    cache: bool = False  # reuse a perplexity computed earlier for the same weights, text and settings
-
-
-class EvaluateStage(Stage):
-    """Perplexity of the model as it is now, recorded under ``label`` in the report."""
-
-    name = "evaluate"
-    Options = EvaluateOptions
-
-    def run(self, ctx) -> None:
-        o: EvaluateOptions = self.options
-        cache = PerplexityCache() if o.cache else None
-        res = {}
-        for text in o.texts:
-            key = cache.key(ctx.model, text, o.seqlen, o.max_windows, ctx.device) if cache else None
-            hit = cache.get(key) if cache else None
-            if hit is not None:
-                res[short_name(text)] = hit
-                continue
-            res.update(evaluate_texts(ctx.model, ctx.tokenizer, [text], seqlen=o.seqlen, max_windows=o.max_windows,
-                                      batch_size=o.batch_size, device=ctx.device, progress=ctx.progress,
-                                      label=o.label))
-            if cache:
-                cache.put(key, res[short_name(text)])
-        if ctx.offload:
-            ctx.model.to("cpu")
-        for text, ppl in res.items():
-            ctx.report.perplexity.setdefault(text, {})[o.label] = ppl
-            ctx.log(f"perplexity {text} ({o.label}): {ppl:.2f}")

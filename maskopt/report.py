@@ -55,6 +55,7 @@ class RunReport:
     versions: dict[str, str] = field(default_factory=dict)
     recovery: dict[str, Any] = field(default_factory=dict)  # stage name → its summary
     certificates: list[dict[str, Any]] = field(default_factory=list)  # from a certify stage
+    exports: dict[str, Any] = field(default_factory=dict)  # export folder → what an export stage wrote
     inputs: dict[str, Any] = field(default_factory=dict)  # resolved model / texts with hashes, device
     stages: list[str] = field(default_factory=list)  # the stage list of the run(s), in order
     output: str | None = None

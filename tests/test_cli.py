@@ -171,7 +171,7 @@ def test_certify_after_prune(model_dir, text_file, tmp_path):
 
 
 def test_mask_from_pruned_completes_counts():
-    from maskopt.certify.stage import mask_from_pruned
+    from maskopt.stages.certify import mask_from_pruned
     from maskopt.solve.problem import LayerProblem
 
     W = torch.randn(4, 8, dtype=torch.float64)
@@ -188,6 +188,7 @@ def test_prune_with_recovery_then_recover_again(model_dir, text_file, tmp_path):
     r = _prune(model_dir, out, text_file, "--method", "wanda", "--reconstruct", "subblock", "--recon-opt", "lr=1e-3",
                "--perp", "masklora", "--perp-opt", "steps=2", "--perp-opt", "r=2")
     assert r.exit_code == 0, r.output
+    assert "deprecated; write --recover subblock:lr=1e-3 --recover masklora:steps=2,r=2" in r.output
     rep = json.loads((out / "maskopt_report.json").read_text())
     rec = rep["recovery"]["subblock"]
     assert rec["mse_after"] <= rec["mse_before"]

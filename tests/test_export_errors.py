@@ -7,7 +7,7 @@ from conftest import tiny_tokenizer
 from test_export_formats import pruned_llama
 
 from maskopt.export import ExportFormatError, MaskFitError, export_model, load_exported
-from maskopt.output import OutputExistsError
+from maskopt.run.output import OutputExistsError
 
 
 @pytest.fixture(scope="module")

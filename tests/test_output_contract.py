@@ -142,13 +142,13 @@ def refused(args: list[str], root: Path, says: str | None = None, monkeypatch=No
     from maskopt.cli import app
 
     if monkeypatch is not None:
-        import maskopt.jobs
+        import maskopt.run.job
         import maskopt.export.api
 
         def no_load(*a, **k):
             raise AssertionError("work started before the refusal")
 
-        monkeypatch.setattr(maskopt.jobs, "load_model", no_load)
+        monkeypatch.setattr(maskopt.run.job, "load_model", no_load)
         monkeypatch.setattr(maskopt.export.api, "load_any", no_load)
     before = tree(root)
     r = runner.invoke(app, args)
@@ -187,7 +187,7 @@ def test_output_holding_an_input_is_refused(case, monkeypatch):
     assert r.exit_code == 0, r.output
     refused(["export", str(outer), "--format", "hf", "--out", str(outer), "--overwrite"], case, "is the input",
             monkeypatch)
-    from maskopt.output import OutputError, check_dir
+    from maskopt.run.output import OutputError, check_dir
 
     with pytest.raises(OutputError, match="holds the input"):
         check_dir(outer, True, [outer / "config.json"])
@@ -287,7 +287,7 @@ def test_stale_temporaries_are_removed_but_not_a_running_ones(case):
 
 
 def test_marker_lists_every_file_and_the_records_repeat_its_id(case):
-    from maskopt.output import MARKER, maskopt_wrote
+    from maskopt.run.output import MARKER, maskopt_wrote
 
     marker = json.loads((case / "pruned" / MARKER).read_text())
     files = {p.relative_to(case / "pruned").as_posix() for p in (case / "pruned").rglob("*") if p.is_file()}

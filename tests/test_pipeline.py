@@ -120,10 +120,10 @@ def test_calibration_text_too_short(tmp_path):
 
 @needs_shared
 def test_real_model_end_to_end(tmp_path):
-    from maskopt.jobs import JobInputs, run_job
-    from maskopt.perplexity import EvaluateOptions, EvaluateStage
-    from maskopt.pipeline import PruneStage
-    from maskopt.save import SaveOptions, SaveStage
+    from maskopt.run.job import JobInputs, run_job
+    from maskopt.stages.evaluate import EvaluateOptions, EvaluateStage
+    from maskopt.stages.prune import PruneStage
+    from maskopt.stages.save import SaveOptions, SaveStage
 
     cfg = maskopt.PruneConfig(method="wanda", sparsity=0.5, nsamples=8, seqlen=128, progress=False)
     text = SHARED / "data" / "english-heldout" / "test.txt"

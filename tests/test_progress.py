@@ -36,7 +36,7 @@ def test_the_prune_stage_shows_the_method_layer_and_rows(monkeypatch):
     import maskopt.model.calibrate as calibrate
     import maskopt.solve.progress as progress
     from maskopt.config import PruneConfig
-    from maskopt.pipeline import prune
+    from maskopt.run.job import prune
 
     shown: list[str] = []
     monkeypatch.setattr(calibrate.BlockWalker, "status", lambda self, text: shown.append(text))

@@ -273,7 +273,7 @@ CASES = [
 def test_refusal(case: Case, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import maskopt.jobs
+    import maskopt.run.job
     from maskopt.cli import app
 
     for k, v in (case.env or {}).items():
@@ -282,7 +282,7 @@ def test_refusal(case: Case, tmp_path, monkeypatch):
     if case.before_load:
         def no_load(*a, **k):
             raise AssertionError("a model was loaded before the refusal")
-        monkeypatch.setattr(maskopt.jobs, "load_model", no_load)
+        monkeypatch.setattr(maskopt.run.job, "load_model", no_load)
     before = tree(tmp_path)
     existed = (tmp_path / "out").exists()
     r = CliRunner().invoke(app, args, input="y\nyes\n")

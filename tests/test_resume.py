@@ -9,7 +9,7 @@ import torch
 from conftest import random_text, tiny_config, tiny_tokenizer
 from safetensors.torch import load_file
 
-from maskopt.checkpoint import KILL_ENV, location
+from maskopt.run.checkpoint import KILL_ENV, location
 
 
 def _model(tmp_path, blocks=4):

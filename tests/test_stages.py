@@ -98,11 +98,11 @@ def test_masks_file_rejects_garbage(tmp_path):
 
 
 def test_dense_perplexity_cache(tmp_path, text_file, monkeypatch):
-    import maskopt.perplexity as P
+    import maskopt.stages.evaluate as P
     from conftest import tiny_model, tiny_tokenizer
     from maskopt.model.adapters import get_adapter
     from maskopt.report import RunReport
-    from maskopt.runner import RunContext
+    from maskopt.run.context import RunContext
 
     monkeypatch.setenv("MASKOPT_CACHE", str(tmp_path / "cache"))
     model = tiny_model("llama")

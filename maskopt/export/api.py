@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..io import write_json
-from ..output import atomic_dir, check_dir, clean_stale, output_id
+from ..run.output import atomic_dir, check_dir, clean_stale, output_id
 from .errors import ExportFormatError
 from .files import sha256_file
 from .registry import get_format

@@ -1,14 +1,16 @@
 """The registry of export formats: ``register_format(name)`` on a class with ``save`` and ``load_state``."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-_FORMATS: dict[str, type["ExportFormat"]] = {}
-_BUILTIN = {"hf": "hf", "compressed-tensors": "compressed_tensors", "cs256": "cs256"}
+from ..registry import Registry
+
+FORMATS = Registry("export format", [f"{__package__}.{m}" for m in ("hf", "compressed_tensors", "cs256")],
+                   normalize=lambda name: name.strip().lower().replace("_", "-"))
+register_format = FORMATS.register
 
 
 class ExportFormat:
@@ -26,28 +28,9 @@ class ExportFormat:
         raise NotImplementedError
 
 
-def register_format(name: str) -> Callable[[type[ExportFormat]], type[ExportFormat]]:
-    def deco(cls: type[ExportFormat]) -> type[ExportFormat]:
-        cls.name = name
-        _FORMATS[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_builtins() -> None:
-    for mod in _BUILTIN.values():
-        importlib.import_module(f"{__package__}.{mod}")
-
-
 def available_formats() -> list[str]:
-    _load_builtins()
-    return sorted(_FORMATS)
+    return FORMATS.names()
 
 
 def get_format(name: str) -> ExportFormat:
-    _load_builtins()
-    key = name.strip().lower().replace("_", "-")
-    if key not in _FORMATS:
-        raise ValueError(f"unknown export format {name!r}; available: {', '.join(available_formats())}")
-    return _FORMATS[key]()
+    return FORMATS.get(name)()

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .io import load_masks, save_masks
-from .report import write_json
+from ..io import load_masks, save_masks
+from ..report import write_json
 
 STATE = "state.json"
 VERSION = 1

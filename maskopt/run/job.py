@@ -1,6 +1,9 @@
-"""A job: load what the stages need, run them (resumable), clean up. The CLI only builds stage lists.
+"""A run: load what the stages need, run them (resumable), clean up. The CLI and the Python API only build
+stage lists; this is the one place that sets a run up.
 
-    run_job(stages, JobInputs(model=..., calib=[...]), out=OUT)
+    run_job(stages, JobInputs(model=..., calib=[...]), out=OUT)        # from files, with an output folder
+    run_on(stages, model, tokenizer, calibration)                      # on a model already in memory
+    prune(model, calibration, PruneConfig(...), tokenizer=tok)         # run_on([PruneStage(config)], ...)
 
 Checks that can fail without a model (output folder, options) come first; then the model is loaded,
 the calibration windows made, a dense reference kept or loaded when a stage needs one, and the stages
@@ -18,20 +21,21 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
-from . import distributed
+from .. import distributed
+from ..config import PruneConfig
+from ..data import make_windows
+from ..io import MASKS_FILE, file_digest, load_masks, tensor_digest
+from ..model.adapters import get_adapter
+from ..model.loading import load_model
+from ..report import RunReport
+from ..stages import Stage
 from .checkpoint import Checkpoint
-from .data import make_windows
-from .io import MASKS_FILE, file_digest, load_masks, tensor_digest
+from .context import RunContext
+from .device import check_finite_weights, resolve_device
+from .loop import run_stages
 from .output import check_dir, clean_stale
-from .model.adapters import get_adapter
-from .model.loading import load_model
-from .pipeline import check_finite_weights, resolve_device
-from .report import RunReport
-from .runner import RunContext, run_stages
-from .perplexity import EvaluateStage
-from .save import SaveStage
-from .stages import Stage
 
 Log = Callable[[str], None]
 
@@ -41,7 +45,7 @@ class JobInputs:
     """Where the model and texts come from, and how to run."""
 
     model: str | Path  # the model to change: a dense model (prune) or a pruned folder (recover, certify)
-    calib: Sequence[str | Path] = ()
+    calib: Sequence[str | Path] | torch.Tensor = ()  # text files / dataset names, or ready (n × L) token windows
     nsamples: int = 128
     seqlen: int | None = None
     seed: int = 0
@@ -55,8 +59,8 @@ class JobInputs:
 
     def paths(self) -> tuple:
         """Everything the job reads from disk (an output may never be, lie in, or hold one of these)."""
-        return tuple(p for p in (self.model, self.dense, *self.calib, *self.eval_texts)
-                     if p is not None and not isinstance(p, torch.Tensor))
+        calib = [] if isinstance(self.calib, torch.Tensor) else list(self.calib)
+        return tuple(p for p in (self.model, self.dense, *calib, *self.eval_texts) if p is not None)
 
 
 def _describe_path(p: str | Path) -> dict:
@@ -70,50 +74,39 @@ def _describe_path(p: str | Path) -> dict:
 
 def _fingerprint(stages: Sequence[Stage], model_digest: str, windows: torch.Tensor | None, device: torch.device,
                  extra: dict) -> str:
-    from ._version import __version__  # noqa: PLC0415
+    from .._version import __version__  # noqa: PLC0415
 
-    payload = {"stages": [s.spec() for s in stages if not isinstance(s, SaveStage)], "model": model_digest,
+    payload = {"stages": [s.spec() for s in stages if s.name != "save"], "model": model_digest,
                "windows": tensor_digest([("w", windows)]) if windows is not None else None,
                "device": device.type, "maskopt": __version__, **extra}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = None, resume: bool = True,
-            report: RunReport | None = None, log: Log = print) -> RunReport:
-    """Run ``stages`` on the model of ``inputs``; a SaveStage writes ``out``. Returns the report."""
-    if distributed.init_from_env() and not distributed.is_main():  # torchrun: rank 0 writes and reports
-        stages = [s for s in stages if not isinstance(s, (SaveStage, EvaluateStage))]
-        log, inputs = (lambda _m: None), dataclasses.replace(inputs, progress=False)
-    saves = [s for s in stages if isinstance(s, SaveStage)]
-    if saves:
-        out = check_dir(out, saves[-1].options.overwrite, inputs.paths())
-        stale = clean_stale(out)
-        if stale:
-            print(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
-                + ", ".join(p.name for p in stale), file=sys.stderr)
+def context(stages: Sequence[Stage], model: nn.Module, tokenizer, inputs: JobInputs, *, dense: nn.Module | None = None,
+            masks: dict[str, torch.Tensor] | None = None, report: RunReport | None = None,
+            out: str | Path | None = None, log: Log = print) -> RunContext:
+    """The shared context of ``stages`` on ``model``: adapter, weight checks, device, calibration windows, the
+    dense reference (``dense``, else a copy of the still-dense model) when a stage needs one, the report."""
     device = distributed.local_device(resolve_device(inputs.device))
-    model_path = Path(inputs.model)
-    model, tokenizer = load_model(inputs.model, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)
     adapter = get_adapter(model)
     check_finite_weights(model, adapter)
-    model_digest = tensor_digest(model.state_dict().items())
     windows = None
     if any(s.needs_windows for s in stages):
-        windows = make_windows(list(inputs.calib), tokenizer, model, inputs.nsamples, inputs.seqlen, inputs.seed)
-    dense = None
+        calib = inputs.calib if isinstance(inputs.calib, torch.Tensor) else list(inputs.calib)
+        windows = make_windows(calib, tokenizer, model, inputs.nsamples, inputs.seqlen, inputs.seed)
     if any(s.needs_dense for s in stages):
-        if inputs.dense is not None:
-            dense = load_model(inputs.dense, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)[0]
-            if get_adapter(dense) is not adapter:
-                raise ValueError(f"the dense model {inputs.dense} is not of the same family as {inputs.model}")
-        else:
+        if dense is None:
             dense = copy.deepcopy(model)  # the model is still dense here: keep it as the reference
-    masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
+        elif get_adapter(dense) is not adapter:
+            raise ValueError(f"the dense model {inputs.dense} is not of the same family as {inputs.model}")
+    else:
+        dense = None
     report = report or RunReport(config={}, model=str(inputs.model))
     previous = report.inputs
+    from_files = not isinstance(inputs.calib, torch.Tensor)
     report.inputs = {
         "model": _describe_path(inputs.model), "dense": _describe_path(inputs.dense) if inputs.dense else None,
-        "calibration": [_describe_path(c) for c in inputs.calib] if windows is not None else [],
+        "calibration": [_describe_path(c) for c in inputs.calib] if windows is not None and from_files else [],
         "nsamples": int(windows.shape[0]) if windows is not None else None,
         "seqlen": int(windows.shape[1]) if windows is not None else None, "seed": inputs.seed,
         "eval_texts": [_describe_path(t) for t in inputs.eval_texts], "device": str(device),
@@ -122,13 +115,38 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
     }
     if previous:
         report.inputs["previous_run"] = previous
-    ctx = RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense, masks=masks,
-                     batch_size=inputs.batch_size, offload=inputs.offload, progress=inputs.progress, log=log,
-                     out=Path(out) if out is not None else None, input_paths=inputs.paths())
+    return RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense, masks=masks or {},
+                      batch_size=inputs.batch_size, offload=inputs.offload, progress=inputs.progress, log=log,
+                      out=Path(out) if out is not None else None, input_paths=inputs.paths())
+
+
+def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = None, resume: bool = True,
+            report: RunReport | None = None, log: Log = print) -> RunReport:
+    """Run ``stages`` on the model of ``inputs``; a save stage writes ``out``. Returns the report."""
+    if distributed.init_from_env() and not distributed.is_main():  # torchrun: rank 0 writes and reports
+        stages = [s for s in stages if not s.main_rank_only]
+        log, inputs = (lambda _m: None), dataclasses.replace(inputs, progress=False)
+    saves = [s for s in stages if s.name == "save"]
+    if saves:
+        out = check_dir(out, saves[-1].options.overwrite, inputs.paths())
+        stale = clean_stale(out)
+        if stale:
+            print(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
+                  + ", ".join(p.name for p in stale), file=sys.stderr)
+    resolve_device(inputs.device)
+    model_path = Path(inputs.model)
+    model, tokenizer = load_model(inputs.model, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)
+    model_digest = tensor_digest(model.state_dict().items())
+    dense = None
+    if inputs.dense is not None and any(s.needs_dense for s in stages):
+        dense = load_model(inputs.dense, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)[0]
+    masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
+    ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=masks, report=report, out=out, log=log)
     checkpoint = None
     if saves:
-        dense_digest = tensor_digest(dense.state_dict().items()) if inputs.dense is not None else None
-        checkpoint = Checkpoint(out, _fingerprint(stages, model_digest, windows, device, {"dense": dense_digest}))
+        dense_digest = tensor_digest(dense.state_dict().items()) if dense is not None else None
+        checkpoint = Checkpoint(out, _fingerprint(stages, model_digest, ctx.windows, ctx.device,
+                                                  {"dense": dense_digest}))
         if not resume:
             checkpoint.clear()
     result = run_stages(stages, ctx, checkpoint)
@@ -136,3 +154,35 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
     if checkpoint is not None:
         checkpoint.clear()
     return result
+
+
+def run_on(stages: list[Stage], model: nn.Module, tokenizer=None, calibration=None, *, dense: nn.Module | None = None,
+        masks: dict[str, torch.Tensor] | None = None, report: RunReport | None = None, log: Log = print,
+        **settings) -> RunReport:
+    """Run ``stages`` on a model already in memory (changed in place); ``calibration``: token windows
+    (n × L tensor) or text file(s) / dataset name(s) with ``tokenizer``; ``settings``: fields of JobInputs
+    (nsamples, seqlen, seed, device, batch_size, offload, progress); ``masks``: explicit masks by layer name
+    (e.g. an earlier report's ``masks``), kept exactly by recovery. Nothing is written."""
+    if any(s.name == "save" for s in stages):
+        raise ValueError("a save stage needs an output folder: use maskopt.run.job.run_job with out=...")
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or "<in memory>"
+    inputs = JobInputs(name, calibration if calibration is not None else (), **settings)
+    ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=dict(masks or {}), report=report, log=log)
+    result = run_stages(stages, ctx)
+    result.masks = ctx.masks
+    return result
+
+
+def prune(model: nn.Module, calibration, config: PruneConfig | None = None, *, tokenizer=None) -> RunReport:
+    """Prune ``model`` in place, block by block; return the per-layer report (with ``report.masks``).
+
+    ``calibration``: token windows (n × L tensor), or text file(s)/dataset name(s) with ``tokenizer``.
+    The caller's ``config`` is not changed.
+    """
+    from ..stages.prune import PruneStage  # noqa: PLC0415
+
+    config = dataclasses.replace(config) if config is not None else PruneConfig()
+    calib = calibration if isinstance(calibration, (torch.Tensor, list, tuple)) else [calibration]
+    return run_on([PruneStage(config)], model, tokenizer, calib, nsamples=config.nsamples,
+               seqlen=config.seqlen, seed=config.seed, device=config.device, batch_size=config.batch_size,
+               offload=config.offload, progress=config.progress)

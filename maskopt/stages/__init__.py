@@ -1,24 +1,27 @@
-"""The stage registry: a run is a list of stages over one shared context (see maskopt.runner).
+"""Stages: a run is a list of stages over one shared context (maskopt.run).
 
     [Evaluate("dense"), Prune(config), Reconstruct("matrix"), Evaluate("pruned"), Save(out)]
 
 A stage is a small class holding its options (a dataclass, ``Options``) with ``run(ctx)``. It declares
 whether it walks the blocks (``walks``: resumable after every block), whether it needs the dense model
-beside the changed one (``needs_dense``) and what it changes (``changes``: None, 'blocks' or 'all').
-Adding a recovery mode or an export format is one file with a registered stage: recovery stages are
-registered with ``kind='recover'`` so ``--recover NAME[:k=v,...]`` can name them.
+beside the changed one (``needs_dense``), calibration windows (``needs_windows``), what it changes
+(``changes``: None, 'blocks' or 'all') and whether only the main rank of a torchrun job runs it
+(``main_rank_only``). Every stage is one file here, registered by name (recovery modes with
+``kind='recover'``, so ``--recover NAME[:k=v,...]`` can name them).
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
-from .options import build_options
+from ..options import build_options
+from ..registry import Registry
+
+STAGES = Registry("stage", [f"{__name__}.{m}" for m in ("prune", "evaluate", "recover", "certify", "save", "export")])
 
 
 class Stage:
-    """Base of the stages: ``options`` (a dataclass instance) and what the runner needs to know."""
+    """Base of the stages: ``options`` (a dataclass instance) and what the run loop needs to know."""
 
     name: ClassVar[str] = "stage"
     Options: ClassVar[type]
@@ -26,9 +29,10 @@ class Stage:
     needs_dense: ClassVar[bool] = False
     needs_windows: ClassVar[bool] = False
     changes: ClassVar[str | None] = None
+    main_rank_only: ClassVar[bool] = False  # under torchrun only rank 0 runs it (writing, evaluating)
 
-    def __init__(self, options: Any, name: str | None = None):
-        self.options = options
+    def __init__(self, options: Any = None, name: str | None = None):
+        self.options = options if options is not None else self.Options()
         if name is not None:
             self.name = name
 
@@ -43,33 +47,24 @@ class Stage:
         return f"{type(self).__name__}({self.name!r}, {self.options!r})"
 
 
-_STAGES: dict[str, tuple[type, str, dict[str, Any]]] = {}  # name → (class, kind, preset options)
-_BUILTIN = ("maskopt.recover.stages",)
-
-
-def register_stage(name: str, kind: str = "stage", **preset: Any) -> Callable[[type], type]:
-    """Register ``cls`` under ``name``; ``preset``: options this name fixes (e.g. granularity='matrix')."""
-
-    def deco(cls: type) -> type:
-        _STAGES[name] = (cls, kind, preset)
-        return cls
-
-    return deco
-
-
-def _load_builtins() -> None:
-    for mod in _BUILTIN:
-        importlib.import_module(mod)
+def register_stage(name: str, kind: str = "stage", **preset: Any):
+    """Register a stage class under ``name``; ``preset``: options this name fixes (e.g. granularity='matrix')."""
+    return STAGES.register(name, kind=kind, preset=preset)
 
 
 def stage_names(kind: str | None = None) -> list[str]:
-    _load_builtins()
-    return sorted(n for n, (_, k, _) in _STAGES.items() if kind is None or k == kind)
+    return STAGES.names(kind=kind) if kind else STAGES.names()
 
 
 def stage_info(name: str) -> tuple[type, str, dict[str, Any]]:
-    _load_builtins()
-    return _STAGES[name]
+    cls, meta = STAGES.entry(name)
+    return cls, meta["kind"], meta["preset"]
+
+
+def new_stage(name: str, options: Any = None, **fields: Any) -> Stage:
+    """The registered stage ``name`` with ``options`` (its Options instance) or its Options built from ``fields``."""
+    cls = STAGES.get(name)
+    return cls(options if options is not None else cls.Options(**fields))
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -87,13 +82,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 def make_stage(spec: str, kind: str | None = None, options: dict[str, Any] | None = None) -> Stage:
     """A registered stage from 'NAME[:k=v,...]' plus ``options``; every option is validated now, before
     any model is loaded."""
-    _load_builtins()
     name, raw = parse_spec(spec)
     raw = {**raw, **(options or {})}
-    names = stage_names(kind)
-    if name not in names:
-        raise ValueError(f"unknown {kind or 'stage'} {name!r}; choose one of: {', '.join(names)}")
-    cls, _, preset = _STAGES[name]
+    cls, meta = STAGES.entry(name, **({"kind": kind} if kind else {}))
+    preset = meta["preset"]
     what = f"{kind or 'stage'} {name!r}"
     fixed = sorted(set(raw) & set(preset))
     if fixed:

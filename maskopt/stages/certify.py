@@ -10,11 +10,11 @@ from typing import Literal
 
 import torch
 
+from ..certify.bounds import certify_layer
 from ..model.calibrate import BlockWalker, collect_grams
 from ..report import jsonable
 from ..solve.problem import LayerProblem
-from ..stages import Stage
-from .bounds import certify_layer
+from . import Stage, register_stage
 
 
 def mask_from_pruned(W_pruned: torch.Tensor, W_dense: torch.Tensor, problem: LayerProblem) -> torch.Tensor:
@@ -55,6 +55,7 @@ class CertifyOptions:
             raise ValueError(f"certify: --bnb-time-limit must be > 0 seconds, got {self.bnb_time_limit}")
 
 
+@register_stage("certify")
 class CertifyStage(Stage):
     """Certified lower bound and gap (err − LB)/err of every layer's mask; results in report.certificates."""
 

@@ -7,51 +7,22 @@ report, then the pruned block produces the next block's inputs.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
 from torch import nn
 
-from . import distributed
-from .config import PruneConfig
-from .data import make_windows
-from .model.adapters import Adapter, get_adapter
-from .model.calibrate import BlockWalker, collect_grams
-from .report import LayerRecord, RunReport, jsonable
-from .recover.lstsq import layer_lstsq
-from .solve.allocation import outlier_share, owl_sparsities
-from .solve.methods import get_method
-from .solve.problem import LayerProblem, Solution
-from .solve.progress import reporting_to
-from .stages import Stage
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """The compute device: ``device`` if given (checked to exist), else CUDA when available, else CPU."""
-    if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {e}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: this torch build has no CUDA or no GPU is visible; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {device}: unsupported device type {dev.type!r}")
-    return dev
-
-
-def check_finite_weights(model: nn.Module, adapter: Adapter) -> None:
-    """NaN/Inf in a prunable weight is an error naming the layer (checked before any work)."""
-    for name, mod in adapter.named_linears(model).items():
-        if not torch.isfinite(mod.weight).all():
-            raise ValueError(f"weight of {name} contains NaN or Inf")
+from .. import distributed
+from ..config import PruneConfig
+from ..model.adapters import Adapter
+from ..model.calibrate import BlockWalker, collect_grams
+from ..report import LayerRecord, jsonable
+from ..recover.lstsq import layer_lstsq
+from ..solve.allocation import outlier_share, owl_sparsities
+from ..solve.methods import get_method
+from ..solve.problem import LayerProblem, Solution
+from ..solve.progress import reporting_to
+from . import Stage, register_stage
 
 
 def apply_solution(adapter: Adapter, module: nn.Module, problem: LayerProblem, sol: Solution) -> None:
@@ -70,7 +41,7 @@ def measured_sparsity(model: nn.Module, adapter: Adapter) -> float:
     return zeros / max(total, 1)
 
 
-def solve_rows(method, problem: LayerProblem) -> Solution:
+def solve_sharded(method, problem: LayerProblem) -> Solution:
     """``method.solve(problem)``, with the rows shared out over the ranks of a torchrun job when the pattern
     makes them independent (per-row, N:M); every rank returns the gathered full solution."""
     n = distributed.world()
@@ -84,6 +55,7 @@ def solve_rows(method, problem: LayerProblem) -> Solution:
     return Solution(mask, weight, {**part.info, "ranks": n, "info_of_rows": [sl.start, sl.stop]})
 
 
+@register_stage("prune")
 class PruneStage(Stage):
     """Prune every prunable linear, block by block (options: a PruneConfig)."""
 
@@ -101,7 +73,7 @@ class PruneStage(Stage):
         reference = get_method(config.reference) if config.reference and config.reference != config.method else None
         certify_layer = None
         if config.certify:
-            from .certify import certify_layer  # noqa: PLC0415
+            from ..certify import certify_layer  # noqa: PLC0415
         report = ctx.report
         windows = ctx.calibration()
         report.config = {**config.to_dict(), "nsamples": int(windows.shape[0]), "seqlen": int(windows.shape[1]),
@@ -137,7 +109,7 @@ class PruneStage(Stage):
     def _check_counts(self, ctx, block_sparsity: list[float] | None) -> None:
         """Every layer's kept count from its shape alone, before any work: a pattern that cannot hold the
         sparsity at some layer (e.g. cs256 rounding a row to nothing) fails here, not half-way through."""
-        from .solve.patterns import Pattern  # noqa: PLC0415
+        from ..solve.patterns import Pattern  # noqa: PLC0415
 
         config: PruneConfig = self.options
         pattern = Pattern.parse(config.pattern) if isinstance(config.pattern, str) else config.pattern
@@ -170,7 +142,7 @@ class PruneStage(Stage):
         t = time.time()
         W = adapter.get_weight(module).to(torch.float32)
         problem = LayerProblem(W, G.to(torch.float32), config.pattern, sparsity, name=full, seed=config.seed)
-        sol = solve_rows(method, problem)
+        sol = solve_sharded(method, problem)
         if config.refit:
             mask_error = problem.error(sol.mask, sol.weight)
             sol = Solution(sol.mask, layer_lstsq(problem.W, problem.G, sol.mask).to(problem.dtype),
@@ -189,24 +161,3 @@ class PruneStage(Stage):
         apply_solution(adapter, module, problem, sol)
         rec.seconds = time.time() - t
         return rec, sol
-
-
-def prune(model: nn.Module, calibration, config: PruneConfig | None = None, *, tokenizer=None) -> RunReport:
-    """Prune ``model`` in place, block by block; return the per-layer report.
-
-    ``calibration``: token windows (n × L tensor), or text file(s)/dataset name(s) with ``tokenizer``.
-    The caller's ``config`` is not changed.
-    """
-    from .runner import RunContext, run_stages  # noqa: PLC0415
-
-    config = dataclasses.replace(config) if config is not None else PruneConfig()
-    adapter = get_adapter(model)
-    check_finite_weights(model, adapter)
-    windows = make_windows(calibration, tokenizer, model, config.nsamples, config.seqlen, config.seed)
-    config = dataclasses.replace(config, seqlen=int(windows.shape[1]))
-    report = RunReport(config=config.to_dict(), model=getattr(model.config, "_name_or_path", ""))
-    ctx = RunContext(model, tokenizer, adapter, resolve_device(config.device), report, windows=windows,
-                     batch_size=config.batch_size, offload=config.offload, progress=config.progress)
-    report = run_stages([PruneStage(config)], ctx)
-    report.masks = ctx.masks
-    return report

@@ -6,21 +6,16 @@ the run's explicit masks exactly.
 """
 from __future__ import annotations
 
-from ..stages import Stage, register_stage
-from .config import PERPConfig, ReconstructConfig
-from .perp import perp_retrain
-from .reconstruct import reconstruct
+from ..recover.config import PERP_MODES, PERPConfig, ReconstructConfig
+from ..recover.perp import perp_retrain
+from ..recover.reconstruct import reconstruct
+from . import Stage, register_stage
 
 # SmolLM2 at 50% (README scoreboard), 1 epoch: Wanda 60.3 → MaskLoRA 43.1 (matrix 51.8, block 53.4, subblock 58.4,
 # full retraining 41.3 at its best lr 1e-4, 55.1 at 1e-5); MaskLoRA: best of the stages that need no lr tuning.
 RECOMMENDED = "masklora"
 
 
-@register_stage("blocks", kind="recover", granularity="blocks")
-@register_stage("block", kind="recover", granularity="block")
-@register_stage("subblock_residual", kind="recover", granularity="subblock_residual")
-@register_stage("subblock", kind="recover", granularity="subblock")
-@register_stage("matrix", kind="recover", granularity="matrix")
 class ReconstructStage(Stage):
     """Layer-wise reconstruction towards the dense model (options: ReconstructConfig)."""
 
@@ -40,10 +35,6 @@ class ReconstructStage(Stage):
                 f"{res['mse_after']:.4g}")
 
 
-@register_stage("full", kind="recover", mode="full")
-@register_stage("scalelora", kind="recover", mode="scalelora")
-@register_stage("masklora", kind="recover", mode="masklora")
-@register_stage("norms_biases", kind="recover", mode="norms_biases")
 class PERPStage(Stage):
     """PERP: retrain biases/norms (and optionally sparsity-keeping LoRA) on the LM loss (options: PERPConfig)."""
 
@@ -59,3 +50,9 @@ class PERPStage(Stage):
             ctx.model.to("cpu")
         ctx.report.recovery[self.name] = {k: v for k, v in res.items() if k != "losses"}
         ctx.log(f"PERP ({self.options.mode}): loss {res['loss_first']:.4f} → {res['loss_last']:.4f}")
+
+
+for _g in ("matrix", "subblock", "subblock_residual", "block", "blocks"):  # one stage name per granularity
+    register_stage(_g, kind="recover", granularity=_g)(ReconstructStage)
+for _m in PERP_MODES:  # and per PERP mode
+    register_stage(_m, kind="recover", mode=_m)(PERPStage)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model.loading import quiet_loading
-from .io import MASKS_FILE, save_masks, write_model
-from .output import atomic_dir, output_id
-from .report import peak_memory_mb, versions, write_report
-from .stages import Stage
+from ..io import MASKS_FILE, save_masks, write_model
+from ..model.loading import quiet_loading
+from ..report import peak_memory_mb, versions, write_report
+from ..run.output import atomic_dir, output_id
+from . import Stage, register_stage
 
 
 @dataclass
@@ -15,6 +15,7 @@ class SaveOptions:
     overwrite: bool = False  # replace an earlier maskopt output folder
 
 
+@register_stage("save")
 class SaveStage(Stage):
     """Write ctx.model (+ tokenizer), maskopt_report.{json,md,png} and maskopt_masks.safetensors to ctx.out.
 
@@ -22,6 +23,7 @@ class SaveStage(Stage):
 
     name = "save"
     Options = SaveOptions
+    main_rank_only = True
 
     def run(self, ctx) -> None:
         if ctx.out is None:

@@ -1,7 +1,10 @@
 """``maskopt train sfw | imp | soup``: training-time sparsity from the command line. No logic of its own."""
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import typer
@@ -44,31 +47,67 @@ def _floats(text: str, what: str) -> list[float]:
         raise ValueError(f"{what} must be comma-separated numbers, e.g. 0.5,0.7,0.9; got {text!r}") from None
 
 
-def _setup(threads: int, workload: str, **kw):
+_TYPES = dict(workload=str, model=Optional[str], train_text=Optional[str], eval_text=Optional[str], seqlen=Optional[int],
+              batch_size=Optional[int], eval_windows=Optional[int], arch=Optional[str], lr=Optional[float],
+              sparsities=str, schedule=str, pruner=str, scope=str, pattern=str, init=Optional[Path], seed=int,
+              out=Optional[Path], overwrite=bool)
+_HEAD = ("workload", "model", "train_text", "eval_text", "seqlen", "batch_size", "eval_windows", "arch")
+_TAIL = ("pruner", "scope", "pattern", "init", "seed", "out", "overwrite")
+
+
+def _shared(*middle: str):
+    """The options every train command shares (workload, pruner, output …, and ``middle``), around the command's
+    own; the command receives them as ``s`` (a namespace) and its own options as keyword arguments."""
+    names = (*_HEAD, *middle)
+
+    def deco(fn):
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "s"]
+        shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_W[n], annotation=_TYPES[n])
+                  for n in names]
+        tail = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_W[n], annotation=_TYPES[n]) for n in _TAIL]
+
+        @functools.wraps(fn)
+        def command(**kw):
+            s = SimpleNamespace(**{n: kw.pop(n) for n in (*names, *_TAIL)})
+            try:
+                return fn(s, **kw)
+            except _ERRORS as e:
+                _fail(e)
+
+        params = [*shared, *own, *tail]
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer must read the signature above, not the function's own
+        return command
+
+    return deco
+
+
+def _workload(s: SimpleNamespace, threads: int, **extra):
+    """The workload of the shared options (torch threads set first)."""
     import torch  # noqa: PLC0415
 
     from .jobs import make_workload  # noqa: PLC0415
 
     torch.set_num_threads(max(1, threads))
-    names = {"model": "model_path"}
-    return make_workload(workload, **{names.get(k, k): v for k, v in kw.items()})
+    return make_workload(s.workload, model_path=s.model, train_text=s.train_text, eval_text=s.eval_text,
+                         seqlen=s.seqlen, batch_size=s.batch_size, eval_windows=s.eval_windows, arch=s.arch, **extra)
 
 
-def _pruner(pruner: str, scope: str, pattern: str):
+def _pruner(s: SimpleNamespace):
     from .pruners import Pruner  # noqa: PLC0415
 
-    return Pruner(pruner, scope=scope, pattern=pattern)
+    return Pruner(s.pruner, scope=s.scope, pattern=s.pattern)
 
 
 _ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, ImportError)
 
 
 @app.command()
+@_shared()
 def sfw(
-    workload: str = _W["workload"], model: Optional[str] = _W["model"], train_text: Optional[str] = _W["train_text"],
-    eval_text: Optional[str] = _W["eval_text"], seqlen: Optional[int] = _W["seqlen"],
-    batch_size: Optional[int] = _W["batch_size"], eval_windows: Optional[int] = _W["eval_windows"],
-    arch: Optional[str] = _W["arch"],
+    s: SimpleNamespace,
     constraint: str = typer.Option("ksupport", help="Region per weight matrix: ksupport | ksparse | l1 | l2."),
     k: float = typer.Option(0.3, help="k of the k-sets: a fraction of each matrix's entries (≤ 1) or a count."),
     width: float = typer.Option(10.0, help="ℓ₂ diameter of each region = 2 · width · ‖initial weights‖₂."),
@@ -78,97 +117,55 @@ def sfw(
     schedule: str = typer.Option("linear", help="Decay of the SFW step size: linear | constant | step | cosine."),
     budget: str = typer.Option("30ep", help="Training budget: '30ep' (epochs) or '500' (steps)."),
     prune_at: str = typer.Option("0.5,0.7,0.9", help="Sparsities of the one-shot pruning after training."),
-    pruner: str = _W["pruner"],
-    scope: str = _W["scope"],
-    pattern: str = _W["pattern"],
-    init: Optional[Path] = _W["init"],
-    seed: int = _W["seed"],
     threads: int = typer.Option(1, help="torch threads."),
-    out: Optional[Path] = _W["out"],
-    overwrite: bool = _W["overwrite"],
 ) -> None:
     """Train with Stochastic Frank-Wolfe over k-support-norm balls (or other regions), then prune one-shot."""
     from .dense import SFWConfig  # noqa: PLC0415
     from .jobs import sfw_job  # noqa: PLC0415
 
-    try:
-        wl = _setup(threads, workload, model=model, train_text=train_text, eval_text=eval_text, seqlen=seqlen,
-                    batch_size=batch_size, eval_windows=eval_windows, arch=arch)
-        cfg = SFWConfig(constraint, k, width, lr, momentum, rescale, schedule)
-        sfw_job(wl, cfg, budget, _floats(prune_at, "--prune-at"), _pruner(pruner, scope, pattern), seed=seed,
-                init=init, out=out, overwrite=overwrite, log=typer.echo)
-    except _ERRORS as e:
-        _fail(e)
+    wl = _workload(s, threads)
+    cfg = SFWConfig(constraint, k, width, lr, momentum, rescale, schedule)
+    sfw_job(wl, cfg, budget, _floats(prune_at, "--prune-at"), _pruner(s), seed=s.seed, init=s.init, out=s.out,
+            overwrite=s.overwrite, log=typer.echo)
 
 
 @app.command()
+@_shared("lr", "sparsities", "schedule")
 def imp(
-    workload: str = _W["workload"], model: Optional[str] = _W["model"], train_text: Optional[str] = _W["train_text"],
-    eval_text: Optional[str] = _W["eval_text"], seqlen: Optional[int] = _W["seqlen"],
-    batch_size: Optional[int] = _W["batch_size"], eval_windows: Optional[int] = _W["eval_windows"],
-    arch: Optional[str] = _W["arch"], lr: Optional[float] = _W["lr"],
-    sparsities: str = _W["sparsities"],
+    s: SimpleNamespace,
     retrain: str = typer.Option("2ep", help="Retraining budget per phase: '2ep' or '100' (steps)."),
-    schedule: str = _W["schedule"],
-    pruner: str = _W["pruner"],
-    scope: str = _W["scope"],
-    pattern: str = _W["pattern"],
     dense_budget: str = typer.Option("auto", help="Dense training first: auto (digits: 30 epochs; lm: pretrained), 0, or a budget."),
     bimp_total: Optional[str] = typer.Option(None, help="BIMP: one total budget for dense training from scratch + all retraining."),
-    init: Optional[Path] = _W["init"],
-    seed: int = _W["seed"],
     threads: int = typer.Option(1, help="torch threads."),
-    out: Optional[Path] = _W["out"],
-    overwrite: bool = _W["overwrite"],
 ) -> None:
     """Iterative magnitude pruning with a retraining schedule (or budgeted IMP with --bimp-total)."""
     from .imp import IMPConfig  # noqa: PLC0415
     from .jobs import imp_job  # noqa: PLC0415
 
-    try:
-        wl = _setup(threads, workload, model=model, train_text=train_text, eval_text=eval_text, seqlen=seqlen,
-                    batch_size=batch_size, eval_windows=eval_windows, arch=arch, lr=lr)
-        cfg = IMPConfig(_floats(sparsities, "--sparsities"), retrain, schedule, _pruner(pruner, scope, pattern),
-                        seed=seed)
-        imp_job(wl, cfg, dense_budget=dense_budget, bimp_total=bimp_total, init=init, out=out, overwrite=overwrite,
-                log=typer.echo)
-    except _ERRORS as e:
-        _fail(e)
+    wl = _workload(s, threads, lr=s.lr)
+    cfg = IMPConfig(_floats(s.sparsities, "--sparsities"), retrain, s.schedule, _pruner(s), seed=s.seed)
+    imp_job(wl, cfg, dense_budget=dense_budget, bimp_total=bimp_total, init=s.init, out=s.out, overwrite=s.overwrite,
+            log=typer.echo)
 
 
 @app.command()
+@_shared("lr", "sparsities", "schedule")
 def soup(
-    workload: str = _W["workload"], model: Optional[str] = _W["model"], train_text: Optional[str] = _W["train_text"],
-    eval_text: Optional[str] = _W["eval_text"], seqlen: Optional[int] = _W["seqlen"],
-    batch_size: Optional[int] = _W["batch_size"], eval_windows: Optional[int] = _W["eval_windows"],
-    arch: Optional[str] = _W["arch"], lr: Optional[float] = _W["lr"],
-    sparsities: str = _W["sparsities"],
+    s: SimpleNamespace,
     retrain: str = typer.Option("2ep", help="Retraining budget per copy and phase."),
     copies: int = typer.Option(3, "--copies", "-m", help="Copies retrained per phase (different seeds)."),
     soup_kind: str = typer.Option("uniform", "--soup", help="Soup that starts the next phase: uniform | greedy."),
     weight_decays: Optional[str] = typer.Option(None, help="One weight decay per copy, comma-separated (default: the optimizer's)."),
-    schedule: str = _W["schedule"],
-    pruner: str = _W["pruner"],
-    scope: str = _W["scope"],
-    pattern: str = _W["pattern"],
     workers: int = typer.Option(2, help="Parallel processes for the copies (0: one after the other in this process)."),
     dense_budget: str = typer.Option("auto", help="Dense training first: auto, 0, or a budget."),
-    init: Optional[Path] = _W["init"],
-    seed: int = _W["seed"],
     threads: int = typer.Option(1, help="torch threads per process."),
-    out: Optional[Path] = _W["out"],
-    overwrite: bool = _W["overwrite"],
 ) -> None:
     """Sparse Model Soups: each prune-retrain phase retrains m copies in parallel and averages them."""
     from .jobs import soup_job  # noqa: PLC0415
     from .sms import SMSConfig  # noqa: PLC0415
 
-    try:
-        wl = _setup(threads, workload, model=model, train_text=train_text, eval_text=eval_text, seqlen=seqlen,
-                    batch_size=batch_size, eval_windows=eval_windows, arch=arch, lr=lr)
-        wds = _floats(weight_decays, "--weight-decays") if weight_decays else None
-        cfg = SMSConfig(_floats(sparsities, "--sparsities"), retrain, copies, soup_kind, schedule,
-                        _pruner(pruner, scope, pattern), weight_decays=wds, seed=seed, workers=workers, threads=threads)
-        soup_job(wl, cfg, dense_budget=dense_budget, init=init, out=out, overwrite=overwrite, log=typer.echo)
-    except _ERRORS as e:
-        _fail(e)
+    wl = _workload(s, threads, lr=s.lr)
+    wds = _floats(weight_decays, "--weight-decays") if weight_decays else None
+    cfg = SMSConfig(_floats(s.sparsities, "--sparsities"), retrain, copies, soup_kind, s.schedule, _pruner(s),
+                    weight_decays=wds, seed=s.seed, workers=workers, threads=threads)
+    soup_job(wl, cfg, dense_budget=dense_budget, init=s.init, out=s.out, overwrite=s.overwrite, log=typer.echo)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..io import write_json
-from ..output import atomic_dir, check_dir, clean_stale, output_id, publish_dir, start_dir
+from ..run.output import atomic_dir, check_dir, clean_stale, output_id, publish_dir, start_dir
 from .budget import Budget
 from .checkpoint import LastGood
 from .dense import SFWConfig, oneshot_curve, train_dense, train_sfw
@@ -198,13 +198,18 @@ def _sfw(workload, model, config, budget, prune_at, pruner, seed, out, t0, log) 
 def imp_job(workload: Workload, config: IMPConfig, *, dense_budget: str | None = "auto", bimp_total: str | None = None,
             init: str | None = None, out: str | Path | None = None, overwrite: bool = False, log: Log = print) -> dict:
     """IMP (or BIMP with ``bimp_total``) with the configured retraining schedule."""
+    return _in_work_folder(workload, init, out, overwrite, _imp, config, dense_budget, bimp_total, init, log=log)
+
+
+def _in_work_folder(workload: Workload, init, out, overwrite: bool, job: Callable, *args, log: Log) -> dict:
+    """Check ``out`` and ``init`` before any work, then ``job(workload, *args, work_folder, t0, log)``."""
     t0 = time.time()
     inputs = _inputs(workload, init)
     out = check_out(out, overwrite, inputs)
     if init is not None:
         init_file(init)
     with work_folder(out, overwrite, inputs) as work:
-        return _imp(workload, config, dense_budget, bimp_total, init, work, t0, log)
+        return job(workload, *args, work, t0, log)
 
 
 def _imp(workload, config, dense_budget, bimp_total, init, out, t0, log) -> dict:
@@ -221,13 +226,7 @@ def _imp(workload, config, dense_budget, bimp_total, init, out, t0, log) -> dict
 def soup_job(workload: Workload, config: SMSConfig, *, dense_budget: str | None = "auto", init: str | None = None,
              out: str | Path | None = None, overwrite: bool = False, log: Log = print) -> dict:
     """Sparse Model Soups: IMP phases with m retrained copies averaged."""
-    t0 = time.time()
-    inputs = _inputs(workload, init)
-    out = check_out(out, overwrite, inputs)
-    if init is not None:
-        init_file(init)
-    with work_folder(out, overwrite, inputs) as work:
-        return _soup(workload, config, dense_budget, init, work, t0, log)
+    return _in_work_folder(workload, init, out, overwrite, _soup, config, dense_budget, init, log=log)
 
 
 def _soup(workload, config, dense_budget, init, out, t0, log) -> dict:

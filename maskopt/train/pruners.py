@@ -62,7 +62,7 @@ class Pruner:
         model.eval()
         try:
             if hasattr(getattr(model, "config", None), "model_type"):
-                from ..pipeline import prune  # noqa: PLC0415
+                from ..run.job import prune  # noqa: PLC0415
 
                 cfg = PruneConfig(method=self.method, sparsity=sparsity, pattern=self.pattern,
                                   method_options=dict(self.options), nsamples=calib.shape[0], seqlen=calib.shape[1],

@@ -25,7 +25,7 @@ from ..problem import LayerProblem
 from .local_search import swap_descent
 from .lmo import MaskLMO
 from .objectives import QuadraticObjective
-from .tree import BnBConfig, BranchAndBound
+from .tree import BnBConfig, BranchAndBound, relative_gap
 
 
 def correlation_extremes(G: torch.Tensor | np.ndarray) -> tuple[float, float]:
@@ -84,8 +84,7 @@ class RowResult:
 
     @property
     def gap(self) -> float:
-        diff = max(self.error - self.lower_bound, 0.0)
-        return diff / self.error if self.error > 0 else 0.0
+        return relative_gap(self.error, self.lower_bound)
 
 
 def seed_masks(w: np.ndarray, G: np.ndarray, lmo: MaskLMO, seeds: Iterable[np.ndarray] = (), local_search: bool = True) -> list[np.ndarray]:

@@ -57,11 +57,15 @@ class BnBResult:
 
     @property
     def gap(self) -> float:
-        """Relative gap (value − lower_bound) / |value| (0 when proven optimal)."""
-        if not math.isfinite(self.value):
-            return math.inf
-        diff = max(self.value - self.lower_bound, 0.0)
-        return diff / abs(self.value) if self.value != 0 else (0.0 if diff == 0 else math.inf)
+        return relative_gap(self.value, self.lower_bound)
+
+
+def relative_gap(value: float, lower_bound: float) -> float:
+    """(value − lower_bound)⁺ / value: 0 when proven optimal, and at value 0 (the errors here are ≥ 0, so a zero
+    error is optimal); ∞ without a finite value."""
+    if not math.isfinite(value):
+        return math.inf
+    return max(value - lower_bound, 0.0) / abs(value) if value != 0 else 0.0
 
 
 class BranchAndBound:

@@ -5,10 +5,9 @@ A method is a small dataclass (its fields are its options) with
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
+from ...registry import Registry
 from ..problem import LayerProblem, Solution
 
 
@@ -18,38 +17,17 @@ class Method(Protocol):
     def solve(self, problem: LayerProblem) -> Solution: ...
 
 
-_REGISTRY: dict[str, type] = {}
-_BUILTIN = ("magnitude", "wanda", "sparsegpt", "ria", "dsnot", "sparsefw", "sparseswaps", "exact", "alps")
-
-
-def register(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_builtins() -> None:
-    for mod in _BUILTIN:
-        try:
-            importlib.import_module(f"{__package__}.{mod}")
-        except ModuleNotFoundError as e:  # a method file not written yet
-            if e.name != f"{__package__}.{mod}":
-                raise
+_BUILTIN = ("magnitude", "wanda", "sparsegpt", "ria", "dsnot", "sparsefw", "sparseswaps", "exact", "alps", "refitswaps")
+METHODS = Registry("method", [f"{__package__}.{m}" for m in _BUILTIN])
+register = METHODS.register
 
 
 def available() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def method_class(name: str) -> type:
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def get_method(name: str, **options: Any) -> Method:

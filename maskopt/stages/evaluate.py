@@ -1,0 +1,47 @@
+"""The evaluate stage: perplexity of the model as it is now, recorded under a label in the report."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..perplexity import PerplexityCache, evaluate_texts, short_name
+from . import Stage, register_stage
+
+
+@dataclass
+class EvaluateOptions:
+    texts: list[str] = field(default_factory=list)  # text files to score
+    label: str = "pruned"  # the column of the report's perplexity table ('dense', 'pruned', 'before', 'after')
+    seqlen: int | None = None  # window length (default min(2048, context))
+    max_windows: int | None = None  # cap on windows per text (None or 0: the whole text)
+    batch_size: int = 4  # windows per forward
+    cache: bool = False  # reuse a perplexity computed earlier for the same weights, text and settings
+
+
+@register_stage("evaluate")
+class EvaluateStage(Stage):
+    """Perplexity of the model as it is now, recorded under ``label`` in the report."""
+
+    name = "evaluate"
+    Options = EvaluateOptions
+    main_rank_only = True
+
+    def run(self, ctx) -> None:
+        o: EvaluateOptions = self.options
+        cache = PerplexityCache() if o.cache else None
+        res = {}
+        for text in o.texts:
+            key = cache.key(ctx.model, text, o.seqlen, o.max_windows, ctx.device) if cache else None
+            hit = cache.get(key) if cache else None
+            if hit is not None:
+                res[short_name(text)] = hit
+                continue
+            res.update(evaluate_texts(ctx.model, ctx.tokenizer, [text], seqlen=o.seqlen, max_windows=o.max_windows,
+                                      batch_size=o.batch_size, device=ctx.device, progress=ctx.progress,
+                                      label=o.label))
+            if cache:
+                cache.put(key, res[short_name(text)])
+        if ctx.offload:
+            ctx.model.to("cpu")
+        for text, ppl in res.items():
+            ctx.report.perplexity.setdefault(text, {})[o.label] = ppl
+            ctx.log(f"perplexity {text} ({o.label}): {ppl:.2f}")
