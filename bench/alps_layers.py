@@ -28,7 +28,7 @@ NAME = "alps_layers"
 
 def run(method: str, W: torch.Tensor, G: torch.Tensor, pattern: str, sparsity: float) -> dict:
     from maskopt.options import parse_kv
-    from maskopt.recover.lstsq import layer_lstsq
+    from maskopt.solve.lstsq import layer_lstsq
     from maskopt.solve.methods import get_method
     from maskopt.solve.problem import LayerProblem
 

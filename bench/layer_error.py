@@ -58,7 +58,7 @@ def run_layer(pr: LayerProblem, fw_options: dict) -> dict[str, tuple[float, floa
     sw_opts = {k: v for k, v in fw_options.items() if k != "alpha"}  # SparseSwaps picks its own warm α
     sol, s = timed("sparseswaps", warm_start="sparsefw", warm_options=sw_opts)
     out["sparseswaps(sparsefw)"] = (sol.info["error"] / energy, s)
-    from maskopt.recover.lstsq import layer_lstsq
+    from maskopt.solve.lstsq import layer_lstsq
 
     t = time.perf_counter()
     Wn = layer_lstsq(pr.W, pr.G, sol.mask)

@@ -9,7 +9,7 @@ import torch
 from conftest import save_tiny
 from typer.testing import CliRunner
 
-from maskopt.recover.lstsq import layer_lstsq, masked_lstsq
+from maskopt.solve.lstsq import layer_lstsq, masked_lstsq
 from maskopt.solve.methods import get_method
 from maskopt.solve.methods.alps import normalized_gram, project_support, schedule
 from maskopt.solve.patterns import Pattern, tile_counts

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from maskopt.solve.patterns import Pattern
 from maskopt.solve.problem import LayerProblem
-from maskopt.recover.lstsq import layer_lstsq, masked_lstsq, row_objective
+from maskopt.solve.lstsq import layer_lstsq, masked_lstsq, row_objective
 
 
 def _data(seed, rows, d, tokens, density=0.5):

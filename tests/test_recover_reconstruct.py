@@ -8,7 +8,7 @@ from test_recover_common import assert_mask_kept, masks_of, pruned_pair, windows
 from maskopt.model.adapters import get_adapter
 from maskopt.model.calibrate import capture_block_inputs
 from maskopt.recover import ReconstructConfig, RecoveryError, reconstruct
-from maskopt.recover.lstsq import layer_lstsq
+from maskopt.solve.lstsq import layer_lstsq
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

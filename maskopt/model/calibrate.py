@@ -29,8 +29,17 @@ class Batch:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-class _Stop(Exception):
-    pass
+class StopForward(Exception):
+    """Raised by a capture hook once the forward has produced what was needed: the rest is skipped."""
+
+
+def forward_until_stop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """Call ``fn`` (a forward); True when a capture hook stopped it with StopForward, False when it ran through."""
+    try:
+        fn(*args, **kwargs)
+    except StopForward:
+        return True
+    return False
 
 
 def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
@@ -71,15 +80,12 @@ def capture_block_inputs(
         kwargs["use_cache"] = False
         captured.append(Batch(hidden.to(store_device), to_device(args[1:], store_device),
                               to_device(kwargs, store_device)))
-        raise _Stop
+        raise StopForward
 
     handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for i in range(0, windows.shape[0], batch_size):
-            try:
-                model(input_ids=windows[i : i + batch_size].to(device), use_cache=False)
-            except _Stop:
-                pass
+            forward_until_stop(model, input_ids=windows[i : i + batch_size].to(device), use_cache=False)
     finally:
         handle.remove()
     return captured

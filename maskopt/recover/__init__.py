@@ -3,7 +3,7 @@
 The mask never changes: the pruned weights (W == 0 at the start) stay exactly zero.
 """
 from .config import GRANULARITIES, PERP_MODES, PERPConfig, ReconstructConfig, RecoveryError
-from .lstsq import layer_lstsq, masked_lstsq
+from ..solve.lstsq import layer_lstsq, masked_lstsq
 from .lora import MaskLoRA, ScaleLoRA, attach_lora, merge_lora
 from .perp import perp_retrain
 from .reconstruct import reconstruct

@@ -33,11 +33,9 @@ def weight_masks(linears: dict[str, nn.Module], known: ModuleMasks | None = None
     return {name: (known[m] if m in known else m.weight.detach() != 0) for name, m in linears.items()}
 
 
-@torch.no_grad()
-def apply_masks(linears: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
-    """Pruned weights back to exact zeros: W ← W ⊙ M."""
-    for name, m in linears.items():
-        m.weight.mul_(masks[name].to(m.weight.device))
+def weights_of(linears: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
+    """The weight of every named linear (for maskopt.model.masks.apply_masks)."""
+    return {name: m.weight for name, m in linears.items()}
 
 
 def snapshot(params: Iterable[nn.Parameter]) -> list[tuple[nn.Parameter, torch.Tensor]]:

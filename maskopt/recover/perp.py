@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from ..model.adapters import get_adapter
 from .config import PERPConfig, RecoveryError
 from .lora import KINDS, attach_lora, merge_lora
-from .params import ModuleMasks, apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
+from ..model.masks import apply_masks
+from .params import ModuleMasks, frozen, norm_and_bias_params, restore, snapshot, weight_masks, weights_of
 from .reconstruct import check_windows
 
 
@@ -113,7 +114,7 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
                         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     opt.step()
                     if config.mode == "full":
-                        apply_masks(linears, masks)
+                        apply_masks(weights_of(linears), masks)
                     sched.step()
                     step += 1
                     tokens += batch.numel()
@@ -137,7 +138,7 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
                 _unset_checkpointing(model)
             for p in params:
                 p.grad = None
-        apply_masks(linears, masks)
+        apply_masks(weights_of(linears), masks)
     seconds = time.perf_counter() - t0
     k = max(1, len(losses) // 10)
     return {

@@ -23,8 +23,9 @@ from ..model.adapters import get_adapter
 from ..model.calibrate import Batch, BlockStep, BlockWalker, to_device
 from .config import ReconstructConfig, RecoveryError
 from .lora import attach_lora, merge_lora
-from .lstsq import masked_lstsq
-from .params import ModuleMasks, apply_masks, frozen, norm_and_bias_params, restore, snapshot, weight_masks
+from ..solve.lstsq import masked_lstsq
+from ..model.masks import apply_masks
+from .params import ModuleMasks, frozen, norm_and_bias_params, restore, snapshot, weight_masks, weights_of
 from .units import UNIT_MAKERS, Unit, UnitInput, block_inputs, capture_tap, cast_floats, make_units
 
 
@@ -100,7 +101,7 @@ def _fit_adam(unit: Unit, params: list[nn.Parameter], masks: dict[str, torch.Ten
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                apply_masks(unit.linears, masks)
+                apply_masks(weights_of(unit.linears), masks)
                 steps += 1
     finally:
         for p in params:
@@ -145,7 +146,7 @@ def _fit_lstsq(unit: Unit, adapter, masks: dict[str, torch.Tensor], inputs: list
     if not torch.isfinite(new).all():
         raise RecoveryError(f"{unit.name}: least squares gave NaN/Inf; the unit was restored")
     adapter.set_weight(module, new)
-    apply_masks(unit.linears, masks)
+    apply_masks(weights_of(unit.linears), masks)
 
 
 def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: list[torch.Tensor],
@@ -188,7 +189,7 @@ def _reconstruct_unit(unit: Unit, adapter, inputs: list[UnitInput], targets: lis
         if work != orig_dtype:
             for o in unit.owners:
                 o.to(orig_dtype)
-        apply_masks(unit.linears, masks)
+        apply_masks(weights_of(unit.linears), masks)
     return {"unit": unit.name, "mse_before": before, "mse_after": after, "steps": steps,
             "reverted": reverted, "seconds": time.perf_counter() - t0}
 

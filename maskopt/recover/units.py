@@ -15,11 +15,7 @@ import torch
 from torch import nn
 
 from ..model.adapters import Adapter
-from ..model.calibrate import Batch, block_output, map_tensors, to_device
-
-
-class _Stop(Exception):
-    pass
+from ..model.calibrate import Batch, StopForward, block_output, forward_until_stop, map_tensors, to_device
 
 
 @dataclass
@@ -88,13 +84,11 @@ def _run_until(block: nn.Module, path: str) -> Callable[[UnitInput], torch.Tenso
 
         def pre(_m: nn.Module, args: tuple) -> None:
             seen["h"] = args[0]
-            raise _Stop
+            raise StopForward
 
         handle = target.register_forward_pre_hook(pre)
         try:
-            block(x.hidden, *x.args, **x.kwargs)
-        except _Stop:
-            pass
+            forward_until_stop(block, x.hidden, *x.args, **x.kwargs)
         finally:
             handle.remove()
         if "h" not in seen:
@@ -228,20 +222,18 @@ def capture_tap(
                 ins.append(UnitInput(kwargs[key].to(store), (), to_device(rest, store), key))
         state["in"] = True
         if not outputs:
-            raise _Stop
+            raise StopForward
 
     def post(_m: nn.Module, _args: tuple, out: Any) -> None:
         if outputs:
             outs.append(block_output(out).to(store))
-        raise _Stop
+        raise StopForward
 
     h1 = entry.register_forward_pre_hook(pre, with_kwargs=True)
     h2 = exit_.register_forward_hook(post)
     try:
         for b in batches:
-            try:
-                block(b.hidden.to(device), *to_device(b.args, device), **to_device(b.kwargs, device))
-            except _Stop:
+            if forward_until_stop(block, b.hidden.to(device), *to_device(b.args, device), **to_device(b.kwargs, device)):
                 continue
             raise RuntimeError(f"the block never called {tap.entry!r}/{tap.exit!r} in its forward")
     finally:

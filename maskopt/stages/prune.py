@@ -17,7 +17,7 @@ from ..config import PruneConfig
 from ..model.adapters import Adapter
 from ..model.calibrate import BlockWalker, collect_grams
 from ..report import LayerRecord, jsonable
-from ..recover.lstsq import layer_lstsq
+from ..solve.lstsq import layer_lstsq
 from ..solve.allocation import outlier_share, owl_sparsities
 from ..solve.methods import get_method
 from ..solve.problem import LayerProblem, Solution

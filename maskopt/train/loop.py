@@ -15,7 +15,8 @@ from torch import nn
 
 from .checkpoint import LastGood
 from .errors import NonFiniteLossError
-from .masking import apply_masks, mask_grads
+from ..model.masks import apply_masks
+from .masking import mask_grads
 from .workloads.base import Workload
 
 CURVE_POINTS = 100

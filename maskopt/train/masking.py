@@ -43,13 +43,6 @@ def sparsity_of(masks: Mapping[str, torch.Tensor]) -> float:
 
 
 @torch.no_grad()
-def apply_masks(weights: Mapping[str, nn.Parameter], masks: Mapping[str, torch.Tensor]) -> None:
-    """W ← W ⊙ M (in place)."""
-    for n, w in weights.items():
-        w.mul_(masks[n].to(w.device, w.dtype))
-
-
-@torch.no_grad()
 def mask_grads(weights: Mapping[str, nn.Parameter], masks: Mapping[str, torch.Tensor]) -> None:
     """∇W ← ∇W ⊙ M, so that momentum and weight decay never touch pruned entries."""
     for n, w in weights.items():

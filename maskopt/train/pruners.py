@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .masking import Masks, apply_masks, current_masks, magnitude_masks
+from ..model.masks import apply_masks
+from .masking import Masks, current_masks, magnitude_masks
 
 
 @dataclass
@@ -81,27 +82,22 @@ def _prune_linears(model: nn.Module, weights: Mapping[str, nn.Parameter], sparsi
     from ..solve.methods import get_method  # noqa: PLC0415
     from ..solve.problem import LayerProblem  # noqa: PLC0415
 
+    from ..model.calibrate import GramCollector  # noqa: PLC0415
+
     owners = {id(m.weight): m for m in model.modules() if isinstance(m, nn.Linear)}
-    grams: dict[str, torch.Tensor] = {}
-    hooks = []
+    modules = {}
     for name, w in weights.items():
-        mod = owners.get(id(w))
-        if mod is None:
+        if id(w) not in owners:
             raise ValueError(f"registered methods prune nn.Linear weights only; {name} is not one")
-
-        def hook(_m, args, _out, name=name):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-            grams[name] = grams.get(name, 0) + x.T @ x
-
-        hooks.append(mod.register_forward_hook(hook))
+        modules[name] = owners[id(w)]
+    collector = GramCollector(modules)
     try:
         model(inputs)
     finally:
-        for h in hooks:
-            h.remove()
+        collector.remove()
     solver = get_method(method, **options)
     for name, w in weights.items():
-        problem = LayerProblem(w.detach().float(), grams[name].float(), pattern, sparsity, name=name)
+        problem = LayerProblem(w.detach().float(), collector.grams[name].float(), pattern, sparsity, name=name)
         sol = solver.solve(problem)
         new = (sol.weight if sol.weight is not None else problem.W) * sol.mask
         w.copy_(new.to(w.dtype))

@@ -105,7 +105,7 @@ class SparseSwaps:
                 info[f"warm_{k}"] = warm.info[k]
         weight = None
         if self.refit:
-            from ...recover.lstsq import layer_lstsq
+            from ..lstsq import layer_lstsq
 
             weight = layer_lstsq(problem.W, problem.G, mask).to(problem.dtype)
             info["refit_error"] = problem.error(mask, weight)

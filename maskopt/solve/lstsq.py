@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..solve.layer_math import quad_form_rows
+from .layer_math import quad_form_rows
 
 
 def row_objective(W: torch.Tensor, G: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
