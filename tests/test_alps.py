@@ -44,7 +44,7 @@ def test_alps_below_sparsegpt_and_its_refit(correlated, pattern, sparsity):
         ea = p.error(a.mask, a.weight)
         assert ea < p.error(s.mask, s.weight)
         assert ea < p.error(s.mask, layer_lstsq(W, G, s.mask))
-        assert a.info["error"] == pytest.approx(ea, rel=1e-12)
+        assert ea <= a.info["admm_error"] * (1 + 1e-12)  # the final solve never loses against ADMM's own weights
 
 
 def supports(pattern: Pattern, d: int, keep: int) -> torch.Tensor:
@@ -76,7 +76,7 @@ def test_alps_never_below_the_enumerated_refit_optimum(correlated, pattern, spar
     for seed in range(4):
         W, G = layer(seed, 4, 12, 48, correlated)
         p = LayerProblem(W, G, pattern, sparsity)
-        a = get_method("alps").solve(p)
+        a = get_method("alps", cg_iters=100, cg_tol=1e-12).solve(p)
         opt = refit_optimum(W, G, supports(p.pattern, 12, 6 if pattern == "per_row" else 9))
         rows = p.row_errors(a.mask, a.weight)
         assert (rows >= opt - 1e-9 * opt.abs().max()).all()
