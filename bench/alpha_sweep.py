@@ -26,7 +26,7 @@ from maskopt.solve.swaps import swap_refine  # noqa: E402
 
 def layers(blocks: list[int], random: bool):
     if random:
-        from maskopt.solve.oracles import random_problem
+        from maskopt.testing import random_problem
 
         for s in range(4):
             yield f"random{s}", *random_problem(128, 256, s)

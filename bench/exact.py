@@ -33,7 +33,7 @@ from maskopt.solve.problem import LayerProblem  # noqa: E402
 
 
 def part_a(layers: dict, layer: str, dims: list[int], n_inst: int, scip_limit: float) -> list[dict]:
-    from maskopt.solve.oracles import scip_row
+    from maskopt.testing import scip_row
 
     W, G = (t.numpy() for t in layers[layer])
     rng = np.random.default_rng(0)

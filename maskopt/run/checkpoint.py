@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,9 @@ from ..report import write_json
 
 STATE = "state.json"
 VERSION = 1
-# Testing aid for crash recovery: "STAGE:BLOCK" kills the process (SIGKILL) right after the checkpoint
-# of that block of that stage (0-based) was written, as a crash would.
-KILL_ENV = "MASKOPT_KILL_AFTER"
+# Called with (stage, block) right after the checkpoint of a finished block is written (maskopt.testing uses it
+# to kill a run at an exact point, as a crash would).
+AFTER_BLOCK: list = []
 
 
 class CheckpointError(RuntimeError):
@@ -158,7 +157,8 @@ class Checkpoint:
         self._save_masks(masks)
         self.state.update(stage=stage, block=next_block, stage_state=stage_state or {})
         self._commit(report)
-        _maybe_kill(stage, next_block - 1)
+        for hook in AFTER_BLOCK:
+            hook(stage, next_block - 1)
 
     def save_stage_done(self, next_stage: int, model: nn.Module | None, masks: dict[str, torch.Tensor],
                         report: dict[str, Any]) -> None:
@@ -189,9 +189,3 @@ def _load_state(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> No
     if unexpected or [k for k in missing if k in dict(module.named_parameters())]:
         raise CheckpointError(f"checkpoint weights of {what} do not fit the model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}); pass --no-resume")
-
-
-def _maybe_kill(stage: int, block: int) -> None:
-    spec = os.environ.get(KILL_ENV)
-    if spec and spec == f"{stage}:{block}":
-        os.kill(os.getpid(), signal.SIGKILL)

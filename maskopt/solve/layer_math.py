@@ -64,11 +64,3 @@ def value_from_residual_gram(W: torch.Tensor, m: torch.Tensor, C: torch.Tensor) 
     return (W * (1 - m.to(W.dtype)) * C).sum(1)
 
 
-def quad_rows(W: torch.Tensor, G: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Relaxed per-row objective L_i(m) = (w_i ⊙ (1 − m_i))ᵀ G (w_i ⊙ (1 − m_i)), shape (rows,)."""
-    return row_errors(W, G, m)
-
-
-def quad_grad(W: torch.Tensor, G: torch.Tensor, m: torch.Tensor, WG: torch.Tensor | None = None) -> torch.Tensor:
-    """∇_m L = −2 · W ⊙ (W G − (W ⊙ m) G), shape (rows, d); pass WG = W @ G to save a matmul."""
-    return grad_from_residual_gram(W, residual_gram(W, G, m, WG))

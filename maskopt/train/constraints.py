@@ -42,6 +42,12 @@ class Constraint(ABC):
     def lmo(self, g: torch.Tensor) -> torch.Tensor:
         """argmin_{v ∈ C} ⟨g, v⟩ (same shape and dtype as g)."""
 
+    def __call__(self, g: torch.Tensor, lb: torch.Tensor | None = None, ub: torch.Tensor | None = None) -> torch.Tensor:
+        """The LMO protocol of maskopt.solve.fw.lmo; these regions take no variable bounds."""
+        if lb is not None or ub is not None:
+            raise ValueError(f"the {self.kind} region of SFW takes no variable bounds")
+        return self.lmo(g)
+
     @abstractmethod
     def norm(self, x: torch.Tensor) -> float:
         """Gauge of the radius-1 set."""

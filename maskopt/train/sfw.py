@@ -83,7 +83,7 @@ class SFW(torch.optim.Optimizer):
                     buf.mul_(mu).add_(d, alpha=1 - mu)
                 d = buf
             C: Constraint = group["constraint"]
-            v = C.lmo(d)
+            v = C(d)
             if self.rescale == "gradient":
                 gap = float((p - v).norm())
                 factor = float(d.norm()) / gap if gap > 0 else 0.0

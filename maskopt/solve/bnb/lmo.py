@@ -8,23 +8,16 @@ to 1; with the convexity bound f* ≥ f(x) + min_v ⟨g, v − x⟩ they bound e
 """
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
 from ..fw.active_set import LMOLimit
+from ..fw.lmo import LMO
 
-__all__ = ["BoundedLMO", "Infeasible", "LMOLimit", "MaskLMO"]
+__all__ = ["Infeasible", "LMO", "LMOLimit", "MaskLMO", "TileChunkLMO"]
 
 
 class Infeasible(Exception):
     """The node's bounds leave no integer-feasible point."""
-
-
-class BoundedLMO(Protocol):
-    def __call__(self, g: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray: ...
-
-    def feasible(self, lb: np.ndarray, ub: np.ndarray) -> bool: ...
 
 
 class MaskLMO:
@@ -34,25 +27,30 @@ class MaskLMO:
     per-row / cardinality, d/M rows of M for N:M).
     """
 
-    def __init__(self, groups: np.ndarray, keep: int):
+    def __init__(self, groups: np.ndarray, keep: int, pattern=None):
         self.groups = np.asarray(groups, dtype=np.int64)
         self.keep = int(keep)
         self.d = self.groups.size
+        self.pattern = pattern  # the maskopt.solve.patterns.Pattern these groups come from (for 1-swaps)
         self._rows = np.arange(self.groups.shape[0])[:, None]
 
     @staticmethod
     def for_pattern(d: int, kind: str, keep: int, m: int = 0, g: int = 8) -> "MaskLMO | TileChunkLMO":
+        from ..patterns import Pattern  # noqa: PLC0415
+
         if kind == "cs256":
             return TileChunkLMO(d, keep, g)
         if kind == "nm":
-            return MaskLMO(np.arange(d).reshape(d // m, m), keep)
-        return MaskLMO(np.arange(d)[None, :], keep)
+            return MaskLMO(np.arange(d).reshape(d // m, m), keep, Pattern("nm", n=keep, m=m))
+        return MaskLMO(np.arange(d)[None, :], keep, Pattern("per_row"))
 
     def _scores(self, g: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
         s = np.where(lb > 0.5, -np.inf, np.where(ub < 0.5, np.inf, g))
         return s[self.groups]
 
-    def __call__(self, g: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    def __call__(self, g: np.ndarray, lb: np.ndarray | None = None, ub: np.ndarray | None = None) -> np.ndarray:
+        lb = np.zeros(self.d) if lb is None else lb
+        ub = np.ones(self.d) if ub is None else ub
         S = self._scores(g, lb, ub)
         v = np.zeros(self.d)
         k = self.keep
@@ -99,12 +97,17 @@ class TileChunkLMO:
     def __init__(self, d: int, keep: int, g: int):
         from ..patterns import TILE
 
+        from ..patterns import Pattern  # noqa: PLC0415
+
         self.d, self.keep, self.g = int(d), int(keep), int(g)
         self.groups = np.arange(self.d) // TILE
+        self.pattern = Pattern("cs256", g=self.g)
 
-    def __call__(self, g: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    def __call__(self, g: np.ndarray, lb: np.ndarray | None = None, ub: np.ndarray | None = None) -> np.ndarray:
         import torch
 
+        lb = np.zeros(self.d) if lb is None else lb
+        ub = np.ones(self.d) if ub is None else ub
         from ..patterns import PatternError, tile_chunk_topk
 
         s = np.where(lb > 0.5, np.inf, np.where(ub < 0.5, -np.inf, -np.asarray(g, dtype=np.float64)))

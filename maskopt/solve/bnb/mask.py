@@ -95,7 +95,7 @@ def seed_masks(w: np.ndarray, G: np.ndarray, lmo: MaskLMO, seeds: Iterable[np.nd
     out = [lmo(-score, zero, np.ones(len(w)))]
     out += [np.asarray(s, dtype=np.float64) for s in seeds]
     if local_search:
-        out = [swap_descent(m, w, G, lmo.groups) for m in out]
+        out = [swap_descent(m, w, G, lmo) for m in out]
     return out
 
 

@@ -74,7 +74,9 @@ class HighsLMO:
     def _set_bounds(self, lb: np.ndarray, ub: np.ndarray) -> None:
         self.h.changeColsBounds(self.n, self._all, np.asarray(lb, dtype=np.float64), np.asarray(ub, dtype=np.float64))
 
-    def __call__(self, g: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    def __call__(self, g: np.ndarray, lb: np.ndarray | None = None, ub: np.ndarray | None = None) -> np.ndarray:
+        lb = self.lb0 if lb is None else lb
+        ub = self.ub0 if ub is None else ub
         self.calls += 1
         self._set_bounds(lb, ub)
         self.h.changeColsCost(self.n, self._all, np.asarray(g, dtype=np.float64))

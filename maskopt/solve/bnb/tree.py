@@ -24,7 +24,7 @@ import numpy as np
 
 from ..fw.active_set import ActiveSet, Objective, bpcg
 from .branching import fractionality, most_fractional
-from .lmo import BoundedLMO, Infeasible, LMOLimit
+from .lmo import LMO, Infeasible, LMOLimit
 from .node import Node
 
 
@@ -74,7 +74,7 @@ class BranchAndBound:
     def __init__(
         self,
         f: Objective,
-        lmo: BoundedLMO,
+        lmo: LMO,
         lb: np.ndarray,
         ub: np.ndarray,
         integer: np.ndarray | None = None,

@@ -1,4 +1,11 @@
-"""Linear minimization oracle over the mask polytope of a sparsity pattern.
+"""Linear minimization oracles: the one protocol every oracle in maskopt follows, and the top-k oracle over the
+mask polytope of a sparsity pattern.
+
+The protocol (FrankWolfe.jl style): ``lmo(gradient, lb=None, ub=None) -> vertex`` = argmin ⟨gradient, v⟩ over the
+feasible set, restricted to lb ≤ v ≤ ub where branch-and-bound fixes variables. Implementations: ``TopKLMO``
+(masks of a layer, torch), ``bnb.lmo.MaskLMO`` / ``TileChunkLMO`` (one row of a B&B node, NumPy: the same oracle,
+≈ 8× less overhead per call at d ≈ 48, where B&B makes most of its calls), ``bnb.milp.HighsLMO`` (any MILP), and
+the regions of SFW training (``train.constraints``: k-support ball, k-sparse polytope, ℓ1, ℓ2; no bounds).
 
     C = {0 ≤ v ≤ 1, Σ_{j ∈ g} v_j = keep for every group g, v = 1 on fixed_one, v = 0 on fixed_zero}.
 
@@ -9,9 +16,17 @@ of maskopt.solve.patterns.tile_chunk_topk, exact for linear objectives.
 """
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 
 from ..patterns import Pattern, PatternError, tile_chunk_topk
+
+
+class LMO(Protocol):
+    """argmin_{v ∈ C, lb ≤ v ≤ ub} ⟨gradient, v⟩ (lb/ub None: no fixings)."""
+
+    def __call__(self, gradient: Any, lb: Any = None, ub: Any = None) -> Any: ...
 
 
 class InfeasibleBounds(PatternError):
@@ -65,8 +80,18 @@ class TopKLMO:
             self(torch.zeros(rows, d))  # the chunk greedy raises InfeasibleBounds when the fixings cannot fit
         self._checked_shape = (rows, d)
 
-    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
-        """0/1 vertex v (dtype of grad) minimizing ⟨grad, v⟩ over C."""
+    def __call__(self, grad: torch.Tensor, lb: torch.Tensor | None = None, ub: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """0/1 vertex v (dtype of grad) minimizing ⟨grad, v⟩ over C (and lb ≤ v ≤ ub when given: lb > ½ fixes
+        an entry to one, ub < ½ to zero, on top of the fixings the oracle was built with)."""
+        if lb is not None or ub is not None:
+            one = (lb > 0.5) if lb is not None else None
+            zero = (ub < 0.5) if ub is not None else None
+            if self.fixed_one is not None:
+                one = self.fixed_one if one is None else one | self.fixed_one
+            if self.fixed_zero is not None:
+                zero = self.fixed_zero if zero is None else zero | self.fixed_zero
+            return TopKLMO(self.pattern, self.keep, one, zero)(grad)
         rows, d = grad.shape
         if self._checked_shape != (rows, d):
             self.check(rows, d)

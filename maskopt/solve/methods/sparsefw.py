@@ -11,30 +11,9 @@ fixed polytope, ``lower_bound`` a certified lower bound on min over *all* masks,
 the full polytope C (m_T ∈ C): min_C L ≥ L(m_T) − max_{v∈C} ⟨∇L(m_T), m_T − v⟩, per row where
 rows are independent; ``rounded_error`` the error of the returned mask.
 
-Default α = 0.75, SparseSwaps' warm start α = 0.25, measured with bench/alpha_smollm.py on SmolLM2-135M
-(block 1 q/o/gate/down_proj, dense-model Grams from 32 × 256 WikiText-2 tokens, the defaults below,
-keep_best off); mean rounded-error ratio vs Wanda (results/alpha_smollm.{json,md}):
-
-    α      50% per-row  FW / FW+SparseSwaps     2:4  FW / FW+SparseSwaps
-    0.00   0.832 / 0.417                        0.765 / 0.459
-    0.25   0.649 / 0.410                        (= α 0: ⌊0.25·2⌋ = 0 fixed)
-    0.50   0.555 / 0.411                        0.589 / 0.467
-    0.75   0.509 / 0.425                        0.589 / 0.467   (⌊0.75·2⌋ = 1, as α = 0.5)
-    0.90   0.577 / 0.429                        0.589 / 0.467
-    (Wanda + SparseSwaps: 0.434 per-row, 0.484 2:4)
-
-SparseFW alone is best at α = 0.75 (the paper's 0.9 fixes too much at 50 %); as a warm start for
-SparseSwaps a small α is better (0.25 per-row, 0 at 2:4, which α = 0.25 gives), so
-SparseSwaps(warm_start='sparsefw') uses α = 0.25 unless told otherwise. On the tiny Llama (60 %,
-T = 500) α = 0.5 had been best alone (0.500 vs 0.545 at 0.75) and 0.25 with swaps.
-
-Step rule and T: exact line search is the default (monotone, so the Wanda warm start is never
-worse after the first step; the agnostic rule counts from t = 1, γ₀ = 2/3). On SmolLM2 block 1
-(50 %, α = 0.5) rounded-error/Wanda by T for q_proj per-row / 2:4 and gate_proj per-row / 2:4:
-T = 25: 0.608 / 0.577 / 0.675 / 0.655, T = 100: 0.538 / 0.550 / 0.620 / 0.631,
-T = 200: 0.528 / 0.545 / 0.611 / 0.628, T = 300: 0.525 / 0.545 / 0.608 / 0.627, with relative FW
-gap Σgap / L at T = 200 of 0.05 / 0.02 / 0.04 / 0.02 (≈ 5/T per-row). Defaults: T = 200 and a stop
-once the relative gap is ≤ 0.02 (further gains < 0.3 %).
+Defaults (α = 0.75 alone, 0.25 as SparseSwaps' warm start; T = 200 with a stop at a relative FW gap ≤ 0.02;
+exact line search) were chosen on SmolLM2 layer errors from calibration-text Grams: bench/alpha_smollm.py,
+bench/results/alpha_smollm.md and bench/results/sparsefw_defaults.md.
 """
 from __future__ import annotations
 

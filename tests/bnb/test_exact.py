@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskopt.solve.oracles import brute_force_row
+from maskopt.testing import brute_force_row
 from maskopt.solve.methods import get_method
 from maskopt.solve.methods.exact import parse_rows
 from maskopt.solve.problem import LayerProblem

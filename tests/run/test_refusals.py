@@ -16,7 +16,7 @@ from typing import Callable
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: conftest
 from conftest import random_text, save_tiny, tiny_tokenizer  # noqa: E402
 
 
@@ -161,7 +161,7 @@ def _user_folder(tmp: Path) -> Path:
     return tmp / "out"
 
 
-SHARED_GGUF = Path(__file__).resolve().parents[2] / "shared" / "models" / "smollm2-135m-instruct-q4_1" / \
+SHARED_GGUF = Path(__file__).resolve().parents[3] / "shared" / "models" / "smollm2-135m-instruct-q4_1" / \
     "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONFIG = "from the config, before any weight is read"
 LATIN1 = ("Größe Übermaß naïve café déjà vu " * 300).encode("latin-1")

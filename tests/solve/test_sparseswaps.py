@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from maskopt.solve.oracles import brute_force, random_problem
+from maskopt.testing import brute_force, random_problem
 from maskopt.solve.methods import get_method
 from maskopt.solve.patterns import Pattern
 from maskopt.solve.problem import LayerProblem

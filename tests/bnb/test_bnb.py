@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from maskopt.solve.oracles import brute_force_row, row_masks
+from maskopt.testing import brute_force_row, row_masks
 from maskopt.solve.bnb.lmo import MaskLMO
 from maskopt.solve.bnb.local_search import swap_descent
 from maskopt.solve.bnb.mask import jacobi_shift, row_error, row_objective, solve_row
@@ -125,7 +125,7 @@ def test_swap_descent_never_worse_and_feasible() -> None:
     w, G = make_instance(rng, 12, "wellcond")
     lmo = MaskLMO.for_pattern(12, "nm", 2, 4)
     m0 = lmo(rng.standard_normal(12), np.zeros(12), np.ones(12))
-    m1 = swap_descent(m0, w, G, lmo.groups)
+    m1 = swap_descent(m0, w, G, lmo)
     assert lmo.feasible(m1, m1) and row_error(w, G, m1) <= row_error(w, G, m0) + 1e-12
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from maskopt.solve.oracles import random_problem
+from maskopt.testing import random_problem
 from conftest import TINY_LLAMA, needs_shared
 from maskopt.solve.layer_math import residual_gram, row_errors
 from maskopt.solve.patterns import Pattern

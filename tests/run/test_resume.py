@@ -9,7 +9,8 @@ import torch
 from conftest import random_text, tiny_config, tiny_tokenizer
 from safetensors.torch import load_file
 
-from maskopt.run.checkpoint import KILL_ENV, location
+from maskopt.run.checkpoint import location
+from maskopt.testing import KILL_ENV
 
 
 def _model(tmp_path, blocks=4):
@@ -31,7 +32,7 @@ def _run(model, text, out, *extra, kill=None):
     env.pop(KILL_ENV, None)
     if kill:
         env[KILL_ENV] = kill
-    cmd = [sys.executable, "-m", "maskopt", "prune", str(model), "--calib", str(text), "--nsamples", "8",
+    cmd = [sys.executable, "-m", "maskopt.testing", "prune", str(model), "--calib", str(text), "--nsamples", "8",
            "--seqlen", "16", "--out", str(out), "-q", "--no-eval", "--threads", "1", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 

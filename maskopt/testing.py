@@ -1,6 +1,9 @@
-"""Reference oracles for small instances: brute force over every feasible mask, SCIP's MIQP, random problems.
+"""Test-only code shipped with the package (never used by a method or a run): reference oracles for small
+instances (brute force over every feasible mask, SCIP's MIQP, random problems), the relaxed objective in the form
+the autograd tests check, and crash injection for the resume tests (``python -m maskopt.testing prune …`` with
+$MASKOPT_KILL_AFTER=STAGE:BLOCK).
 
-Ground truth for the tests and the benchmarks (never used by a method): ``brute_force`` enumerates every mask
+``brute_force`` enumerates every mask
 of W (rows × d) for per-row / N:M patterns row by row (d ≤ 16) and for 'unstructured' over the whole tiny
 matrix; ``brute_force_row`` / ``row_masks`` are the NumPy view of one row; ``scip_row`` solves one row as a
 MIQP with SCIP (pyscipopt, a test dependency, imported when called); ``random_problem`` makes W and a
@@ -13,7 +16,8 @@ import itertools
 import numpy as np
 import torch
 
-from .patterns import Pattern
+from .solve.layer_math import grad_from_residual_gram, residual_gram, row_errors
+from .solve.patterns import Pattern
 
 
 def feasible_row_masks(d: int, pattern: Pattern, keep: int) -> torch.Tensor:
@@ -125,3 +129,37 @@ def scip_row(w: np.ndarray, G: np.ndarray, kind: str, keep: int, m: int = 0, tim
         "time": float(model.getSolvingTime()),
         "mask": np.round(1.0 - zv).astype(bool),
     }
+
+
+# ---- relaxed objective in the form the tests check autograd against ---------------------------------------
+def quad_rows(W: torch.Tensor, G: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Relaxed per-row objective L_i(m) = (w_i ⊙ (1 − m_i))ᵀ G (w_i ⊙ (1 − m_i)), shape (rows,)."""
+    return row_errors(W, G, m)
+
+
+def quad_grad(W: torch.Tensor, G: torch.Tensor, m: torch.Tensor, WG: torch.Tensor | None = None) -> torch.Tensor:
+    """∇_m L = −2 · W ⊙ (W G − (W ⊙ m) G), shape (rows, d); pass WG = W @ G to save a matmul."""
+    return grad_from_residual_gram(W, residual_gram(W, G, m, WG))
+
+
+# ---- crash injection ------------------------------------------------------------------------------------------
+KILL_ENV = "MASKOPT_KILL_AFTER"  # "STAGE:BLOCK": SIGKILL right after that block's checkpoint (0-based)
+
+
+def install_kill_hook(spec: str | None = None) -> None:
+    """Kill this process (SIGKILL, as a crash) right after the checkpoint of block BLOCK of stage STAGE."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from .run.checkpoint import AFTER_BLOCK  # noqa: PLC0415
+
+    spec = spec if spec is not None else os.environ.get(KILL_ENV)
+    if spec:
+        AFTER_BLOCK.append(lambda stage, block: spec == f"{stage}:{block}" and os.kill(os.getpid(), signal.SIGKILL))
+
+
+if __name__ == "__main__":  # python -m maskopt.testing ARGS: the command line, with $MASKOPT_KILL_AFTER honoured
+    from .cli import app
+
+    install_kill_hook()
+    app()

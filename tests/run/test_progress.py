@@ -3,7 +3,7 @@ import torch
 from conftest import VOCAB, tiny_model
 
 from maskopt.solve.methods import get_method
-from maskopt.solve.oracles import random_problem
+from maskopt.testing import random_problem
 from maskopt.solve.progress import reporting_to, say
 
 

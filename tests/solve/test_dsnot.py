@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from maskopt.solve.oracles import random_problem
+from maskopt.testing import random_problem
 from maskopt.solve.methods import available, get_method
 from maskopt.solve.problem import LayerProblem
 

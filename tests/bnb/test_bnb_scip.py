@@ -8,7 +8,7 @@ from maskopt.solve.bnb.lmo import MaskLMO
 from maskopt.solve.bnb.mask import solve_row
 
 pytest.importorskip("pyscipopt")
-from maskopt.solve.oracles import scip_row  # noqa: E402
+from maskopt.testing import scip_row  # noqa: E402
 
 
 def activation_like(seed: int, d: int) -> tuple[np.ndarray, np.ndarray]:

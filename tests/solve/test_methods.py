@@ -5,7 +5,7 @@ import torch
 from maskopt.solve.methods import available, get_method
 from maskopt.solve.problem import LayerProblem
 
-from maskopt.solve.oracles import brute_force
+from maskopt.testing import brute_force
 
 BASELINES = ["magnitude", "wanda", "sparsegpt", "ria"]
 
