@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskopt.solve.oracles import brute_force_row
+from maskopt.testing import brute_force_row
 from maskopt.certify.bounds import _relaxed, certify_layer, jacobi_shift, relaxation_bound, rowwise_shifts
 from maskopt.solve.problem import LayerProblem
 
