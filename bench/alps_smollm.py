@@ -6,7 +6,8 @@ $MASKOPT_SMOLLM_F32 when it names the float32 copy, else the GGUF in ../shared. 
 per-layer Wanda reference (so that the prune time is the method's: calibration forwards + layer solves).
 Every (method, setting) runs in its own interpreter, one at a time, and is appended to
 bench/results/alps_smollm.jsonl as it finishes (rows already there are skipped); bench/results/alps_smollm.md is
-rebuilt after each. Methods take options as 'alps:key=value,...'; '+refit' adds the least-squares refit.
+rebuilt after each. Methods take options as 'alps:key=value,...'; 'NAME+refit' adds the least-squares refit,
+'NAME+owl' the OWL allocation of the sparsity over the blocks (e.g. 'alps+owl:final=damped').
 
     .venv/bin/python bench/alps_smollm.py --threads 1 --settings 50%:unstructured 70%:unstructured --methods sparsegpt alps
     .venv/bin/python bench/alps_smollm.py --table
@@ -26,6 +27,7 @@ CALIB = SHARED / "data" / "wikitext-2" / "valid.txt"
 TEXT = SHARED / "data" / "wikitext-2-raw" / "test.txt"
 NAME = "alps_smollm"
 # the ALPS authors' code (mazumder-lab/ALPS alps.py, unchanged but for the device), same protocol, issue 21
+INFO = ("iterations", "rho", "cg_iterations", "gram_cached", "admm_error", "swaps", "warm_refit_error")  # per layer
 AUTHORS = {"50%:unstructured": (43.7, 0.0112, 1158), "70%:unstructured": (111.9, 0.0305, 1503)}
 
 
@@ -49,18 +51,17 @@ def child(a: argparse.Namespace) -> None:
     if a.method != "dense":
         sp, _, pattern = a.setting.partition(":")
         name, _, opts = a.method.partition(":")
-        refit = name.endswith("+refit")
-        cfg = PruneConfig(method=name.removesuffix("+refit"), sparsity=float(sp.rstrip("%")) / 100,
-                          pattern=pattern or "per_row", nsamples=a.nsamples, seqlen=a.seqlen, refit=refit,
+        flags = name.split("+")[1:]
+        cfg = PruneConfig(method=name.split("+")[0], sparsity=float(sp.rstrip("%")) / 100,
+                          pattern=pattern or "per_row", nsamples=a.nsamples, seqlen=a.seqlen, refit="refit" in flags,
+                          allocation="owl" if "owl" in flags else "uniform",
                           method_options=parse_kv(opts.split(",") if opts else []), progress=False, reference=None)
         rep = maskopt.prune(model, [str(CALIB)], cfg, tokenizer=tok)
         row.update({"sparsity": rep.sparsity, "prune_seconds": rep.prune_seconds,
                     "solve_seconds": sum(r.seconds for r in rep.layers),
                     "mean_relative_error": rep.mean_relative_error(),
                     "layer_relative_errors": [r.relative_error for r in rep.layers],
-                    "layer_info": [{k: v for k, v in r.info.items() if k in ("iterations", "rho", "cg_iterations",
-                                                                              "gram_cached", "admm_error")}
-                                   for r in rep.layers]})
+                    "layer_info": [{k: v for k, v in r.info.items() if k in INFO} for r in rep.layers]})
     row["ppl"] = perplexity(model, windows, progress=False)
     row["seconds"] = time.time() - t0
     row["peak_memory_mb"] = peak_memory_mb()["cpu_rss"]

@@ -221,7 +221,7 @@ class RefitSwapResult:
 
 def refit_swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, pattern: Pattern, *,
                       max_iter: int | None = None, tol: float = 1e-5, damp: float = 0.0, refresh: int = 64,
-                      batch_rows: int = 64, probe: int = 16) -> RefitSwapResult:
+                      batch_rows: int = 64, probe: int = 16, mem_cap_bytes: float = 2 * 2**30) -> RefitSwapResult:
     """Refit-priced 1-swaps from ``mask`` until every row is 1-swap optimal (or ``max_iter`` swaps).
 
     Each step applies the best swap among the ``probe`` pruned inputs of largest g_p (all slots); a row whose probe
@@ -235,6 +235,8 @@ def refit_swap_refine(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, patt
         G = G + damp * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     n_rows = W.shape[0]
     S_all = kept_slots(mask.to(W.device)).clone()
+    k, d = S_all.shape[1], W.shape[1]
+    batch_rows = max(1, min(batch_rows, int(mem_cap_bytes // (8 * (3 * k * k + 2 * k * d)))))
     weight = torch.zeros_like(W)
     errors = torch.zeros(n_rows, dtype=torch.float64, device=W.device)
     start = torch.zeros_like(errors)

@@ -27,14 +27,16 @@ class RefitSwaps:
     max_iter: int | None = None  # most swaps per row; None (or ≤ 0): until every row is 1-swap optimal or stopped by tol
     tol: float = 1e-5  # a row stops when its best swap lowers the error by less than tol · (mean refit error of the rows)
     damp: float = 0.0  # ridge λ = damp · mean diag G added to G (needed only for singular Grams)
-    batch_rows: int = 64  # rows swapped together (memory: about 2 · batch_rows · kept · d · 8 bytes)
-    probe: int = 8  # pruned inputs priced at a time (in decreasing order of their bound) in the search of a row's best swap
+    batch_rows: int = 64  # rows swapped together (each row's state: about 8 · (3k² + 2kd) bytes, k kept of d)
+    probe: int = 16  # pruned inputs of largest bound priced against every kept slot per swap (the exact search: 4× per round)
     refresh: int = 64  # swaps between two rebuilds of the state from G
+    mem_cap_mb: float = 2048  # fewer rows per batch where the batch's state would need more
 
     def validate(self) -> None:
         check_warm_start("refitswaps", self.warm_start, self.warm_options)
-        if self.tol < 0 or self.damp < 0 or self.batch_rows < 1 or self.refresh < 1 or self.probe < 1:
-            raise ValueError("refitswaps: tol and damp must be ≥ 0, batch_rows, probe and refresh ≥ 1")
+        if (self.tol < 0 or self.damp < 0 or self.batch_rows < 1 or self.refresh < 1 or self.probe < 1
+                or self.mem_cap_mb <= 0):
+            raise ValueError("refitswaps: tol and damp must be ≥ 0, batch_rows, probe and refresh ≥ 1, mem_cap_mb > 0")
 
     def solve(self, problem: LayerProblem) -> Solution:
         if problem.pattern.kind == "unstructured":
@@ -46,7 +48,8 @@ class RefitSwaps:
         lam = self.damp * float(problem.G.diagonal().double().mean()) if self.damp > 0 else 0.0
         max_iter = self.max_iter if self.max_iter is not None and self.max_iter > 0 else None
         res = refit_swap_refine(problem.W, problem.G, warm.mask, problem.pattern, max_iter=max_iter, tol=self.tol,
-                                damp=lam, refresh=self.refresh, batch_rows=self.batch_rows, probe=self.probe)
+                                damp=lam, refresh=self.refresh, batch_rows=self.batch_rows, probe=self.probe,
+                                mem_cap_bytes=self.mem_cap_mb * 2**20)
         weight = res.weight.to(problem.dtype)
         error = problem.error(res.mask, weight)
         info = {
