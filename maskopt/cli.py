@@ -66,6 +66,20 @@ def _recover_specs(recover: Optional[List[str]], reconstruct: Optional[str], rec
     return stages
 
 
+def _overrides(items: Optional[List[str]]) -> dict:
+    """--sparsity-override PATTERN=S … → {pattern: sparsity} (the last '=' splits: regexes may contain '=')."""
+    out = {}
+    for item in items or []:
+        pat, sep, val = item.rpartition("=")
+        if not sep or not pat:
+            raise ValueError(f"--sparsity-override takes PATTERN=SPARSITY, got {item!r}")
+        try:
+            out[pat] = float(val)
+        except ValueError:
+            raise ValueError(f"--sparsity-override {item!r}: {val!r} is not a number") from None
+    return out
+
+
 def _eval_stage(texts, label: str, max_windows: Optional[int], seqlen: Optional[int] = None, cache: bool = False):
     from .perplexity import check_max_windows  # noqa: PLC0415
     from .stages import new_stage  # noqa: PLC0415
@@ -106,6 +120,9 @@ def prune(
     allocation: str = typer.Option("uniform", help="Sparsity per block: 'uniform', or 'owl' (outlier-weighted layer-wise sparsity: blocks with more activation outliers keep more; same global sparsity)."),
     owl_lambda: float = typer.Option(0.08, help="OWL: block sparsities lie within sparsity ± λ."),
     owl_m: float = typer.Option(5.0, help="OWL: a Wanda score is an outlier above M times its block's mean."),
+    targets: Optional[List[str]] = typer.Option(None, "--targets", help="Prune only these linears (repeatable): a full name (model.layers.0.mlp.down_proj), a class name (Linear) or re:REGEX matched from the start of the name. Default: every linear of every block."),
+    ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Leave these linears dense (repeatable; same patterns as --targets), e.g. --ignore 're:model.layers.0.mlp.down_proj'."),
+    sparsity_override: Optional[List[str]] = typer.Option(None, "--sparsity-override", help="PATTERN=SPARSITY (repeatable, first match wins), e.g. 're:.*down_proj=0.4'."),
     recover: Optional[List[str]] = typer.Option(None, "--recover", help=RECOVER_HELP),
     reconstruct: Optional[str] = typer.Option(None, help="Recovery (older form of --recover): matrix | subblock | block | blocks."),
     recon_opt: Optional[List[str]] = typer.Option(None, "--recon-opt", help="Option KEY=VALUE of --reconstruct (lr, epochs, batch_size, n_blocks, dense_inputs, …)."),
@@ -142,7 +159,8 @@ def prune(
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
                           certify=certify, refit=refit, allocation=allocation, owl_lambda=owl_lambda, owl_m=owl_m,
-                          progress=not quiet)
+                          targets=list(targets or []), ignore=list(ignore or []),
+                          sparsity_overrides=_overrides(sparsity_override), progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
         stages = [_eval_stage(texts, "dense", eval_max_windows, cache=True)] if texts else []
         stages += [new_stage("prune", cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
@@ -294,7 +312,7 @@ def certify(
                                               "bnb_time_limit": bnb_time_limit, "shift": shift}, "certify")
         inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
                            dense=dense_name, trust_remote_code=trust_remote_code, progress=not quiet)
-        rows = run_job([new_stage("certify", **opts)], inputs, log=_log(quiet)).certificates
+        rows = run_job([new_stage("certify", **opts)], inputs, report=report, log=_log(quiet)).certificates
         if out is not None:
             write_text_output(out, json.dumps(jsonable(rows), indent=2), overwrite, read)
     except USER_ERRORS as e:

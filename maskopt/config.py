@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .select import LayerSelection
 from .solve.patterns import Pattern, check_sparsity
 
 
@@ -32,6 +33,9 @@ class PruneConfig:
     allocation: str = "uniform"  # 'uniform', or 'owl' (outlier-weighted per-block sparsity, same global sparsity)
     owl_lambda: float = 0.08  # OWL: block sparsities spread over sparsity ± λ
     owl_m: float = 5.0  # OWL: a score is an outlier above M times the block's mean score
+    targets: list[str] = field(default_factory=list)  # linears to prune (names, class names, re:REGEX); [] = all
+    ignore: list[str] = field(default_factory=list)  # linears left dense (same patterns)
+    sparsity_overrides: dict[str, float] = field(default_factory=dict)  # {pattern: sparsity}, first match wins
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -50,6 +54,14 @@ class PruneConfig:
             raise ValueError(f"owl_lambda must be in [0, 0.5) and owl_m > 0, got {self.owl_lambda}, {self.owl_m}")
         if self.seqlen is not None and self.seqlen < 2:
             raise ValueError(f"seqlen must be ≥ 2, got {self.seqlen}")
+        self.selection()  # patterns checked now, before any model is loaded
+        for p, s in self.sparsity_overrides.items():
+            check_sparsity(s)
+            if pat.kind == "nm":
+                raise ValueError(f"sparsity_overrides ({p!r}): an N:M pattern fixes the sparsity of every layer")
+
+    def selection(self) -> LayerSelection:
+        return LayerSelection(list(self.targets), list(self.ignore), dict(self.sparsity_overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -58,6 +58,7 @@ class RunReport:
     exports: dict[str, Any] = field(default_factory=dict)  # export folder → what an export stage wrote
     inputs: dict[str, Any] = field(default_factory=dict)  # resolved model / texts with hashes, device
     stages: list[str] = field(default_factory=list)  # the stage list of the run(s), in order
+    dense_layers: list[str] = field(default_factory=list)  # prunable linears left dense by targets/ignore
     output: str | None = None
     output_id: str | None = None  # the id in the output folder's marker (maskopt.output)
     # explicit masks by layer name (parameter layout); saved beside the report, not inside it
@@ -95,6 +96,9 @@ class RunReport:
             lines += [f"method **{c.get('method')}**, pattern {c.get('pattern')}, sparsity {c.get('sparsity'):.3f} "
                       f"(achieved {self.sparsity:.4f} of prunable weights); calibration {c.get('nsamples')} × "
                       f"{c.get('seqlen')} tokens, seed {c.get('seed')}", ""]
+        if self.dense_layers:
+            shown = ", ".join(self.dense_layers[:8]) + (f" and {len(self.dense_layers) - 8} more" if len(self.dense_layers) > 8 else "")
+            lines += [f"left dense (targets/ignore): {len(self.dense_layers)} linears: {shown}", ""]
         if self.stages:
             lines += ["stages: " + " → ".join(self.stages), ""]
         if self.perplexity:

@@ -35,6 +35,15 @@ def mask_from_pruned(W_pruned: torch.Tensor, W_dense: torch.Tensor, problem: Lay
     return pat.from_groups(g_mask, *mask.shape)
 
 
+def layer_sparsity(kept_fraction: float, shape: tuple[int, int], pattern: str) -> float:
+    """The sparsity that gives a layer of ``shape`` the kept count its pruning run recorded (as a fraction)."""
+    from ..solve.patterns import Pattern  # noqa: PLC0415
+
+    _, size = Pattern.parse(pattern).group_shape(*shape)
+    keep = round(kept_fraction * size)
+    return (size - keep + 0.5) / size
+
+
 @dataclass
 class CertifyOptions:
     pattern: str = "per_row"  # pattern of the masks
@@ -73,17 +82,22 @@ class CertifyStage(Stage):
         walker = BlockWalker(ctx.model, adapter, ctx.calibration(), device=ctx.device, batch_size=ctx.batch_size,
                              offload=ctx.offload, dense_model=ctx.dense_model(), desc="certifying",
                              progress=ctx.progress, **ctx.walker_options())
+        dense = set(ctx.report.dense_layers)
+        kept = {r.name: r.kept_fraction for r in ctx.report.layers}  # per-layer counts of the pruning run (OWL, overrides)
         for step in walker:
             grams = collect_grams(step.dense_block, adapter, step.inputs, ctx.device)
             dlin, plin = adapter.linears(step.dense_block), adapter.linears(step.block)
             for name in adapter.linear_names():
                 full = adapter.layer_name(step.index, name)
+                if full in dense:  # left dense on purpose (targets/ignore): nothing to certify
+                    continue
                 Wd = adapter.get_weight(dlin[name]).to(torch.float32)
-                problem = LayerProblem(Wd, grams[name].to(torch.float32), o.pattern, o.sparsity, name=full)
+                sparsity = layer_sparsity(kept[full], Wd.shape, o.pattern) if full in kept else o.sparsity
+                problem = LayerProblem(Wd, grams[name].to(torch.float32), o.pattern, sparsity, name=full)
                 if full in ctx.masks:
                     mask = adapter.param_layout(ctx.masks[full]).to(Wd.device)
                     if not problem.is_feasible(mask):
-                        raise ValueError(f"{full}: the saved mask does not fit pattern {o.pattern} at sparsity {o.sparsity}")
+                        raise ValueError(f"{full}: the saved mask does not fit pattern {o.pattern} at sparsity {sparsity:.4f}")
                 else:
                     mask = mask_from_pruned(adapter.get_weight(plin[name]), Wd, problem)
                 rows = (list(range(min(o.bnb_rows, problem.rows))) if o.bnb_rows and problem.pattern.rowwise else None)

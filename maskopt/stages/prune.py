@@ -33,9 +33,12 @@ def apply_solution(adapter: Adapter, module: nn.Module, problem: LayerProblem, s
     adapter.set_weight(module, (W * sol.mask).to(problem.W.dtype))
 
 
-def measured_sparsity(model: nn.Module, adapter: Adapter) -> float:
+def measured_sparsity(model: nn.Module, adapter: Adapter, skip: set[str] = frozenset()) -> float:
+    """Zeros over the prunable weights (those of the layers in ``skip``, left dense on purpose, aside)."""
     zeros = total = 0
-    for mod in adapter.named_linears(model).values():
+    for name, mod in adapter.named_linears(model).items():
+        if name in skip:
+            continue
         zeros += int((mod.weight == 0).sum())
         total += mod.weight.numel()
     return zeros / max(total, 1)
@@ -78,6 +81,11 @@ class PruneStage(Stage):
         windows = ctx.calibration()
         report.config = {**config.to_dict(), "nsamples": int(windows.shape[0]), "seqlen": int(windows.shape[1]),
                          **{k: v for k, v in report.config.items() if k == "block_sparsity"}}
+        selection = config.selection()
+        named = adapter.named_linears(ctx.model)
+        report.dense_layers = [] if selection.everything else selection.check_against(named)
+        if report.dense_layers:
+            ctx.log(f"{len(report.dense_layers)} of {len(named)} linears left dense (targets/ignore)")
         if config.allocation == "owl" and "block_sparsity" not in report.config:  # kept over resumes
             report.config["block_sparsity"] = self._owl(ctx, windows)
         block_sparsity = report.config.get("block_sparsity")
@@ -90,9 +98,12 @@ class PruneStage(Stage):
         try:
             for step in walker:
                 grams = collect_grams(step.block, adapter, step.inputs, device)
-                sparsity = block_sparsity[step.index] if block_sparsity else config.sparsity
+                block_s = block_sparsity[step.index] if block_sparsity else config.sparsity
                 for name, module in adapter.linears(step.block).items():
                     full = adapter.layer_name(step.index, name)
+                    if not selection.chosen(full, module):
+                        continue
+                    sparsity = selection.sparsity(full, module, block_s)
                     what = f"{config.method}: {name} ({module.weight.shape[0]}×{module.weight.shape[1]})"
                     walker.status(what)
                     with reporting_to(lambda text, what=what: walker.status(f"{what}, {text}")):
@@ -103,7 +114,7 @@ class PruneStage(Stage):
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
         finally:
             ctx.model.config.use_cache = use_cache
-        report.sparsity = measured_sparsity(ctx.model, adapter)
+        report.sparsity = measured_sparsity(ctx.model, adapter, skip=set(report.dense_layers))
         report.prune_seconds += time.time() - t0
 
     def _check_counts(self, ctx, block_sparsity: list[float] | None) -> None:
@@ -112,26 +123,32 @@ class PruneStage(Stage):
         from ..solve.patterns import Pattern  # noqa: PLC0415
 
         config: PruneConfig = self.options
-        pattern = Pattern.parse(config.pattern) if isinstance(config.pattern, str) else config.pattern
+        pattern = Pattern.parse(config.pattern)
+        selection = config.selection()
         for i, block in enumerate(ctx.adapter.get_blocks(ctx.model)):
-            sparsity = block_sparsity[i] if block_sparsity else config.sparsity
             for name, module in ctx.adapter.linears(block).items():
+                full = ctx.adapter.layer_name(i, name)
+                if not selection.chosen(full, module):
+                    continue
+                sparsity = selection.sparsity(full, module, block_sparsity[i] if block_sparsity else config.sparsity)
                 rows, d = ctx.adapter.get_weight(module).shape
                 try:
                     pattern.keep_per_group(rows, d, sparsity)
                 except ValueError as e:
-                    raise ValueError(f"{ctx.adapter.layer_name(i, name)}: {e}") from None
+                    raise ValueError(f"{full}: {e}") from None
 
     def _owl(self, ctx, windows: torch.Tensor) -> list[float]:
         """OWL block sparsities from the dense model's Wanda scores (one walk, nothing changed)."""
         config: PruneConfig = self.options
+        selection = config.selection()
         shares = []
         for step in BlockWalker(ctx.model, ctx.adapter, windows, device=ctx.device, batch_size=ctx.batch_size,
                                 offload=ctx.offload, desc="OWL outlier shares", progress=ctx.progress):
             grams = collect_grams(step.block, ctx.adapter, step.inputs, ctx.device)
             scores = [ctx.adapter.get_weight(m).abs() * grams[n].diagonal().clamp_min(0).sqrt().to(m.weight.dtype)
-                      for n, m in ctx.adapter.linears(step.block).items()]
-            shares.append(outlier_share(scores, config.owl_m))
+                      for n, m in ctx.adapter.linears(step.block).items()
+                      if selection.chosen(ctx.adapter.layer_name(step.index, n), m)]
+            shares.append(outlier_share(scores, config.owl_m) if scores else 0.0)  # the chosen layers' outliers
         s = owl_sparsities(shares, config.sparsity, config.owl_lambda)
         ctx.log("OWL block sparsities: " + ", ".join(f"{x:.3f}" for x in s))
         return s
