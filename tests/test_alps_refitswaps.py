@@ -140,3 +140,15 @@ def test_method_below_its_warm_start_feasible_and_deterministic():
         get_method("refitswaps").solve(LayerProblem(W, G, "unstructured", 0.6))
     with pytest.raises(ValueError, match="unknown warm start"):
         get_method("refitswaps", warm_start="nope")
+
+
+def test_only_swaps_in_the_layers_it_names():
+    W, G = layer(4, 8, 32, 128, True, torch.float32)
+    m = get_method("refitswaps", only=r"self_attn\.(q|k)_proj$")
+    q = m.solve(LayerProblem(W, G, "per_row", 0.5, name="model.layers.0.self_attn.q_proj"))
+    v = m.solve(LayerProblem(W, G.clone(), "per_row", 0.5, name="model.layers.0.self_attn.v_proj"))
+    alps = get_method("alps").solve(LayerProblem(W, G, "per_row", 0.5))
+    assert "skipped" not in q.info and v.info["skipped"]
+    assert torch.equal(v.mask, alps.mask) and torch.equal(v.weight, alps.weight)
+    with pytest.raises(ValueError, match="regular expression"):
+        get_method("refitswaps", only="(")
