@@ -15,6 +15,7 @@ from ._version import __version__  # noqa: E402
 
 from .config import PruneConfig
 from .solve.patterns import Pattern
+from .recipe import Recipe, oneshot
 from .run.job import prune, run_on
 from .solve.problem import LayerProblem, Solution
 
@@ -26,4 +27,4 @@ def evaluate(model, tokenizer, texts, **kwargs):
     return evaluate_texts(model, tokenizer, texts, **kwargs)
 
 
-__all__ = ["LayerProblem", "Pattern", "PruneConfig", "Solution", "evaluate", "prune", "run_on"]
+__all__ = ["LayerProblem", "Pattern", "PruneConfig", "Solution", "Recipe", "evaluate", "oneshot", "prune", "run_on"]

@@ -100,6 +100,7 @@ RECOVER_HELP = ("Recovery stage NAME[:k=v,...] (repeatable, run in order): matri
 
 @app.command()
 def prune(
+    ctx: typer.Context,
     model: Optional[str] = typer.Argument(None, help="HF model folder, .gguf file/folder, or hub id. Default: the tiny Llama in ../shared."),
     method: str = typer.Option("wanda", "--method", "-m", help="Mask method: see `maskopt methods`."),
     sparsity: float = typer.Option(0.5, "--sparsity", "-s", help="Fraction of prunable weights set to zero, in [0, 1). Ignored for N:M."),
@@ -133,6 +134,8 @@ def prune(
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run (auto_map). Off by default."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Run the stages of this recipe (YAML; see `maskopt run`) instead of the stage flags."),
+    save_recipe: Optional[Path] = typer.Option(None, "--save-recipe", help="Write the recipe of this run to FILE (YAML): `maskopt run FILE` repeats it bit for bit."),
 ) -> None:
     """Prune a causal LM layer by layer (optionally recover) and save it with masks and a report."""
     from . import defaults  # noqa: PLC0415
@@ -143,6 +146,10 @@ def prune(
     from .solve.methods import get_method  # noqa: PLC0415
     from .stages import new_stage  # noqa: PLC0415
 
+    if recipe is not None:
+        _no_stage_flags(ctx, "--recipe")
+        return _run_recipe(recipe, model, out, overwrite, resume, device, threads, quiet, trust_remote_code,
+                           save_recipe)
     try:
         from .run.output import check_dir  # noqa: PLC0415
 
@@ -166,11 +173,20 @@ def prune(
         stages += [new_stage("prune", cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
         stages += [_eval_stage(texts, "pruned", eval_max_windows)] if texts else []
         stages.append(new_stage("save", overwrite=overwrite))
+        calibration = {"texts": [str(c) for c in calib_files], "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+                       "batch_size": batch_size}
         inputs = JobInputs(model_name, calib_files, nsamples, seqlen, seed, device, batch_size,
-                           trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts)
+                           trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
+                           recipe=_recipe_of(stages, calibration, model_name, save_recipe, overwrite,
+                                             [model_name, *calib_files]))
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
+        _write_recipe(save_recipe, inputs.recipe, overwrite)
     except USER_ERRORS as e:
         _fail(e)
+    _prune_summary(report, out)
+
+
+def _prune_summary(report, out) -> None:
     from .distributed import is_main  # noqa: PLC0415
 
     if not is_main():
@@ -180,6 +196,95 @@ def prune(
     typer.echo(f"sparsity {report.sparsity:.4f}; mean relative layer error {report.mean_relative_error():.4f}"
                + (f" (Wanda {ref:.4f})" if ref is not None else "") + f"; {report.wall_seconds:.1f} s; "
                f"report: {Path(out) / 'maskopt_report.md'}")
+
+
+STAGE_FLAGS = ("method", "sparsity", "pattern", "calib", "nsamples", "seqlen", "seed", "eval_text", "no_eval",
+               "eval_max_windows", "opt", "certify", "refit", "allocation", "owl_lambda", "owl_m", "targets", "ignore",
+               "sparsity_override", "recover", "reconstruct", "recon_opt", "perp", "perp_opt", "batch_size")
+
+
+def _no_stage_flags(ctx: typer.Context, why: str) -> None:
+    """With a recipe the stages come from the file: a stage flag on the command line would be ignored, so refuse it."""
+    given = [n for n in STAGE_FLAGS if getattr(ctx.get_parameter_source(n), "name", None) == "COMMANDLINE"]
+    if given:
+        _fail(ValueError(f"{why} gives the stages and calibration: remove --{given[0].replace('_', '-')} (or put "
+                         "it into the recipe)"))
+
+
+def _recipe_of(stages, calibration: dict, model: Optional[str], save_recipe: Optional[Path], overwrite: bool,
+               inputs_of=()) -> dict:
+    """The recipe of a command-line run (recorded in the report); --save-recipe's file is checked now (an existing
+    one is replaced only with --overwrite)."""
+    from .recipe import Recipe  # noqa: PLC0415
+    from .run.output import check_file  # noqa: PLC0415
+
+    if save_recipe is not None:
+        check_file(save_recipe, overwrite, [p for p in inputs_of if p])
+    return Recipe.from_stages(stages, calibration, model=str(model) if model else None).to_dict()
+
+
+def _write_recipe(save_recipe: Optional[Path], recipe: Optional[dict], overwrite: bool) -> None:
+    from .distributed import is_main  # noqa: PLC0415
+    from .recipe import Recipe  # noqa: PLC0415
+    from .run.output import write_text_output  # noqa: PLC0415
+
+    if save_recipe is not None and recipe is not None and is_main():
+        write_text_output(save_recipe, Recipe.load(recipe).to_yaml(), overwrite=overwrite)
+        typer.echo(f"recipe written to {save_recipe} (maskopt run {save_recipe} repeats this run)")
+
+
+def _run_recipe(recipe_path: Path, model: Optional[str], out: Optional[Path], overwrite: bool, resume: bool,
+                device: Optional[str], threads: Optional[int], quiet: bool, trust_remote_code: bool,
+                save_recipe: Optional[Path]) -> None:
+    from . import defaults  # noqa: PLC0415
+    from .recipe import Recipe  # noqa: PLC0415
+    from .run.device import resolve_device  # noqa: PLC0415
+    from .run.job import JobInputs, run_job  # noqa: PLC0415
+    from .run.output import check_dir  # noqa: PLC0415
+
+    try:
+        r = Recipe.load(recipe_path)
+        stages = r.build(overwrite=overwrite, progress=not quiet, device=device)
+        model_name = model or r.model or str(defaults.default_model())
+        out = out if out is not None else (Path(r.out) if r.out else None)
+        calib = list(r.calibration.get("texts") or [str(defaults.default_calib())])
+        texts = [t for s in stages if s.name == "evaluate" for t in s.options.texts]
+        if any(s.name == "save" for s in stages):
+            check_dir(out, overwrite, [model_name, *calib, *texts, recipe_path])
+        elif out is not None:
+            raise ValueError("--out given, but the recipe has no save stage")
+        _threads(threads)
+        resolve_device(device)
+        c = r.calibration_settings()
+        inputs = JobInputs(model_name, calib, c["nsamples"], c["seqlen"], c["seed"], device, c["batch_size"],
+                           trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
+                           recipe=_recipe_of(stages, {**r.calibration, "texts": calib}, model_name, save_recipe,
+                                             overwrite, [model_name, *calib]))
+        report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
+        _write_recipe(save_recipe, inputs.recipe, overwrite)
+    except USER_ERRORS as e:
+        _fail(e)
+    if out is not None:
+        _prune_summary(report, out)
+    else:
+        _print_perplexity(report)
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="Recipe file (YAML): calibration and a list of stages (see the README)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model (default: the recipe's, else the tiny Llama in ../shared)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder of the save stage (default: the recipe's out)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it is an earlier maskopt output."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same recipe."),
+    save_recipe: Optional[Path] = typer.Option(None, "--save-recipe", help="Write the recipe as run (defaults filled in) to FILE."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
+) -> None:
+    """Run a recipe: the stages of a YAML file (prune, recover, evaluate, certify, export, save) on a model."""
+    _run_recipe(recipe, model, out, overwrite, resume, device, threads, quiet, trust_remote_code, save_recipe)
 
 
 def _dense_of(report, dense: Optional[str]) -> Optional[str]:

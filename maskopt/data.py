@@ -55,6 +55,49 @@ def read_texts(sources: str | Path | Sequence[str | Path]) -> str:
     return text
 
 
+def chat_text(path: Path, tokenizer) -> str:
+    """A JSONL calibration file as text: each line ``{"messages": [{"role": …, "content": …}, …]}`` rendered with
+    the tokenizer's chat template (the text the model sees in use), or ``{"text": "…"}`` taken as it is."""
+    import json  # noqa: PLC0415
+
+    parts = []
+    for i, line in enumerate(read_text_file(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{path}:{i}: not a JSON object ({e})") from None
+        if isinstance(row, dict) and isinstance(row.get("messages"), list):
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise DataError(f"{path} holds chat conversations, but the model's tokenizer has no chat template to "
+                                "render them; give raw text, or a model with a chat template")
+            msgs = row["messages"]
+            if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                       for m in msgs) or not msgs:
+                raise DataError(f"{path}:{i}: 'messages' must be a non-empty list of {{'role': …, 'content': …}}")
+            try:
+                parts.append(tokenizer.apply_chat_template(msgs, tokenize=False))
+            except Exception as e:  # noqa: BLE001 - a template may reject a role order
+                raise DataError(f"{path}:{i}: the chat template rejects this conversation ({e})") from None
+        elif isinstance(row, dict) and isinstance(row.get("text"), str):
+            parts.append(row["text"])
+        else:
+            raise DataError(f"{path}:{i}: each line must hold 'messages' (a chat) or 'text'")
+    if not parts:
+        raise DataError(f"{path} holds no conversations")
+    return "".join(parts)
+
+
+def calibration_text(sources: Sequence[str | Path], tokenizer) -> str:
+    """Calibration text: ``.jsonl`` files as chats or texts (chat_text), everything else as read_texts reads it."""
+    parts = []
+    for src in sources:
+        p = Path(src)
+        parts.append(chat_text(p, tokenizer) if p.is_file() and p.suffix == ".jsonl" else read_texts([src]))
+    return "\n".join(parts)
+
+
 def _from_datasets(name: str) -> str:
     """'name[:config[:split]]' from the `datasets` library (only when it is installed and reachable)."""
     try:
@@ -157,5 +200,6 @@ def make_windows(calibration, tokenizer, model, nsamples: int, seqlen: int | Non
         raise ValueError("calibration given as text needs a tokenizer")
     check_seqlen(model, seqlen)
     seqlen = seqlen or context_length(model)
-    ids = tokenize(tokenizer, read_texts(calibration))
+    sources = [calibration] if isinstance(calibration, (str, Path)) else list(calibration)
+    ids = tokenize(tokenizer, calibration_text(sources, tokenizer))
     return calibration_windows(ids, nsamples, seqlen, seed)

@@ -56,6 +56,7 @@ class JobInputs:
     trust_remote_code: bool = False
     progress: bool = True
     eval_texts: Sequence[str | Path] = field(default_factory=list)  # recorded with hashes in the report
+    recipe: dict | None = None  # the run written as a recipe (maskopt.recipe), recorded in the report
 
     def paths(self) -> tuple:
         """Everything the job reads from disk (an output may never be, lie in, or hold one of these)."""
@@ -112,6 +113,7 @@ def context(stages: Sequence[Stage], model: nn.Module, tokenizer, inputs: JobInp
         "eval_texts": [_describe_path(t) for t in inputs.eval_texts], "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "stages": [s.spec() for s in stages], "command": sys.argv,
+        "recipe": inputs.recipe,
     }
     if previous:
         report.inputs["previous_run"] = previous
@@ -157,17 +159,21 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
 
 
 def run_on(stages: list[Stage], model: nn.Module, tokenizer=None, calibration=None, *, dense: nn.Module | None = None,
-        masks: dict[str, torch.Tensor] | None = None, report: RunReport | None = None, log: Log = print,
-        **settings) -> RunReport:
+           masks: dict[str, torch.Tensor] | None = None, report: RunReport | None = None, out: str | Path | None = None,
+           log: Log = print, **settings) -> RunReport:
     """Run ``stages`` on a model already in memory (changed in place); ``calibration``: token windows
     (n × L tensor) or text file(s) / dataset name(s) with ``tokenizer``; ``settings``: fields of JobInputs
     (nsamples, seqlen, seed, device, batch_size, offload, progress); ``masks``: explicit masks by layer name
-    (e.g. an earlier report's ``masks``), kept exactly by recovery. Nothing is written."""
-    if any(s.name == "save" for s in stages):
-        raise ValueError("a save stage needs an output folder: use maskopt.run.job.run_job with out=...")
+    (e.g. an earlier report's ``masks``), kept exactly by recovery. A save stage writes ``out`` (checked first);
+    without one nothing is written."""
+    saves = [s for s in stages if s.name == "save"]
+    if saves:
+        check_dir(out, saves[-1].options.overwrite)
+        clean_stale(out)
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or "<in memory>"
     inputs = JobInputs(name, calibration if calibration is not None else (), **settings)
-    ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=dict(masks or {}), report=report, log=log)
+    ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=dict(masks or {}), report=report, out=out,
+                  log=log)
     result = run_stages(stages, ctx)
     result.masks = ctx.masks
     return result
