@@ -134,6 +134,7 @@ def prune(
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run (auto_map). Off by default."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
+    dense: Optional[str] = typer.Option(None, "--dense", help="With --opt warm_start=existing: the dense model that MODEL (pruned elsewhere, e.g. by llm-compressor) was pruned from; MODEL's zeros are the masks to polish (default: the model its maskopt report names)."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Run the stages of this recipe (YAML; see `maskopt run`) instead of the stage flags."),
     save_recipe: Optional[Path] = typer.Option(None, "--save-recipe", help="Write the recipe of this run to FILE (YAML): `maskopt run FILE` repeats it bit for bit."),
 ) -> None:
@@ -169,6 +170,7 @@ def prune(
                           targets=list(targets or []), ignore=list(ignore or []),
                           sparsity_overrides=_overrides(sparsity_override), progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
+        warm_from, model_name = _existing(cfg, model, dense, save_recipe, model_name)
         stages = [_eval_stage(texts, "dense", eval_max_windows, cache=True)] if texts else []
         stages += [new_stage("prune", cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
         stages += [_eval_stage(texts, "pruned", eval_max_windows)] if texts else []
@@ -178,12 +180,32 @@ def prune(
         inputs = JobInputs(model_name, calib_files, nsamples, seqlen, seed, device, batch_size,
                            trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
                            recipe=_recipe_of(stages, calibration, model_name, save_recipe, overwrite,
-                                             [model_name, *calib_files]))
+                                             [model_name, *calib_files]), warm_from=warm_from)
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
         _write_recipe(save_recipe, inputs.recipe, overwrite)
     except USER_ERRORS as e:
         _fail(e)
     _prune_summary(report, out)
+
+
+def _existing(cfg, model: Optional[str], dense: Optional[str], save_recipe, model_name: str):
+    """(warm_from, the model to prune): polishing MODEL's own zeros (``warm_start=existing``) prunes its dense model
+    with MODEL's masks as warm starts; otherwise (None, MODEL) and --dense is refused."""
+    from .report import load_report  # noqa: PLC0415
+
+    existing = cfg.method == "existing" or cfg.method_options.get("warm_start") == "existing"
+    if not existing:
+        if dense:
+            raise ValueError("--dense is for polishing a model pruned elsewhere (--opt warm_start=existing)")
+        return None, model_name
+    if model is None:
+        raise ValueError("warm_start=existing polishes MODEL's zeros: name the pruned model (and --dense)")
+    if save_recipe is not None:
+        raise ValueError("a recipe cannot name the model to polish yet: run warm_start=existing without --save-recipe")
+    dense_name = _dense_of(load_report(Path(model)) if Path(model).is_dir() else None, dense)
+    if not dense_name:
+        raise ValueError(f"polishing {model} needs the dense model it was pruned from: pass --dense DENSE")
+    return model, dense_name
 
 
 def _prune_summary(report, out) -> None:
@@ -445,6 +467,7 @@ def eval_cmd(
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Zero-shot lm-eval tasks instead of perplexity, comma-separated, e.g. boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa."),
     task_data: Optional[List[str]] = typer.Option(None, "--task-data", help="NAME=FILE: a bundled lm-eval task reads its evaluation split from this local .jsonl/.json/.csv/.parquet (the hub is unreachable)."),
     task_dir: Optional[Path] = typer.Option(None, "--task-dir", help="Folder of lm-eval task YAMLs with local data files."),
+    task_data_dir: Optional[Path] = typer.Option(None, "--task-data-dir", help="Folder of NAME.validation.jsonl files: each task of --tasks without --task-data reads its own (e.g. ../shared/data/zeroshot)."),
     limit: Optional[int] = typer.Option(None, help="With --tasks: at most this many examples per task."),
 ) -> None:
     """Perplexity of a model (or of a `maskopt export` folder) on text files, or zero-shot accuracy with --tasks."""
@@ -454,7 +477,7 @@ def eval_cmd(
     from .run.device import resolve_device  # noqa: PLC0415
 
     if tasks:
-        return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json)
+        return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json, task_data_dir)
     try:
         if seqlen is not None and seqlen < 2:
             raise ValueError(f"--seqlen must be ≥ 2 tokens per window, got {seqlen}")
@@ -513,7 +536,7 @@ from .train.cli import app as _train_app
 app.add_typer(_train_app, name="train")
 
 
-def _zero_shot_cmd(model: str, tasks: str, task_data, task_dir, limit, as_json: bool) -> None:
+def _zero_shot_cmd(model: str, tasks: str, task_data, task_dir, limit, as_json: bool, task_data_dir=None) -> None:
     from .export import ExportFormatError, load_any  # noqa: PLC0415
     from .options import parse_kv  # noqa: PLC0415
     from .zeroshot import zero_shot  # noqa: PLC0415
@@ -522,7 +545,7 @@ def _zero_shot_cmd(model: str, tasks: str, task_data, task_dir, limit, as_json: 
         names = [t.strip() for t in tasks.split(",") if t.strip()]
         data = parse_kv(task_data, "--task-data")
         lm, tok = load_any(model)
-        res = zero_shot(lm, tok, names, task_data=data, include_path=task_dir, limit=limit)
+        res = zero_shot(lm, tok, names, task_data=data, include_path=task_dir, limit=limit, task_data_dir=task_data_dir)
     except (*USER_ERRORS, ExportFormatError) as e:
         _fail(e)
     if as_json:

@@ -48,6 +48,7 @@ class RunReport:
     model: str = ""
     layers: list[LayerRecord] = field(default_factory=list)
     perplexity: dict[str, dict[str, float]] = field(default_factory=dict)  # text → {label: ppl}
+    zero_shot: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → {tasks: {task: metrics}, mean_acc, …}
     sparsity: float = 0.0  # zeros / prunable weights
     wall_seconds: float = 0.0
     prune_seconds: float = 0.0
@@ -107,6 +108,24 @@ class RunReport:
                       "|---|" + "---:|" * len(labels)]
             for text, v in self.perplexity.items():
                 lines.append(f"| {text} | " + " | ".join(_f(v.get(lab)) for lab in labels) + " |")
+            lines.append("")
+        if self.zero_shot:
+            labels = list(self.zero_shot)
+            tasks = list(dict.fromkeys(t for v in self.zero_shot.values() for t in v["tasks"]))
+            lines += ["| zero-shot task | " + " | ".join(f"{lab} acc / acc_norm" for lab in labels) + " |",
+                      "|---|" + "---:|" * len(labels)]
+            for t in tasks:
+                cells = []
+                for lab in labels:
+                    m = self.zero_shot[lab]["tasks"].get(t, {})
+                    cells.append(f"{_f(m.get('acc'), 4)} ± {_f(m.get('acc_stderr'), 4)} / {_f(m.get('acc_norm'), 4)}"
+                                 if m else "–")
+                lines.append(f"| {t} | " + " | ".join(cells) + " |")
+            lines.append("| mean | " + " | ".join(f"{_f(self.zero_shot[lab]['mean_acc'], 4)} / "
+                                                   f"{_f(self.zero_shot[lab]['mean_acc_norm'], 4)}" for lab in labels) + " |")
+            limits = {lab: v.get("limit") for lab, v in self.zero_shot.items() if v.get("limit")}
+            if limits:
+                lines.append("(at most " + ", ".join(f"{n} examples per task for {lab}" for lab, n in limits.items()) + ")")
             lines.append("")
         if self.layers:
             ref = self.mean_reference_relative_error()

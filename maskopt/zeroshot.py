@@ -21,7 +21,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
-PAPER_ALIAS = "paper"  # --tasks paper: the seven tasks above, each read from its local file (default_task_data)
+PAPER_ALIAS = "paper"  # --tasks paper (or paper7): the seven tasks above, each read from its local file
+PAPER_ALIASES = (PAPER_ALIAS, "paper7")
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -57,20 +58,28 @@ def default_task_data(tasks: Sequence[str] = PAPER_TASKS, folder: str | Path | N
     return out
 
 
-def expand_tasks(tasks: Sequence[str], task_data: Mapping[str, str | Path] | None = None
-                 ) -> tuple[list[str], dict[str, str | Path]]:
-    """``paper`` stands for the seven paper tasks, each with its local default file unless ``task_data`` names
-    one; other names pass through unchanged (a bundled task without data still needs --task-data)."""
+def expand_tasks(tasks: Sequence[str], task_data: Mapping[str, str | Path] | None = None,
+                 task_data_dir: str | Path | None = None) -> tuple[list[str], dict[str, str | Path]]:
+    """``paper`` / ``paper7`` stand for the seven paper tasks, each with its local default file unless ``task_data``
+    names one; with ``task_data_dir`` every task without a file of its own reads DIR/NAME.validation.jsonl; other
+    names pass through unchanged (a bundled task without data still needs --task-data)."""
     names: list[str] = []
     data = dict(task_data or {})
     for t in tasks:
-        if t == PAPER_ALIAS:
+        if t in PAPER_ALIASES:
             for p in PAPER_TASKS:
                 if p not in names:
                     names.append(p)
-            data = {**default_task_data([p for p in PAPER_TASKS if p not in data]), **data}
+            data = {**default_task_data([p for p in PAPER_TASKS if p not in data], task_data_dir), **data}
         elif t not in names:
             names.append(t)
+    if task_data_dir is not None:
+        for t in names:
+            if t not in data:
+                f = Path(task_data_dir) / f"{t}.validation.jsonl"
+                if not f.is_file():
+                    raise TaskDataError(f"task {t}: {f} does not exist (--task-data-dir holds NAME.validation.jsonl)")
+                data[t] = f
     return names, data
 
 
@@ -179,7 +188,8 @@ def _needs_hub(exc: Exception) -> bool:
 @torch.no_grad()
 def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
               include_path: str | Path | None = None, limit: int | None = None, batch_size: int = 8,
-              num_fewshot: int = 0, seed: int = 0) -> dict[str, dict[str, float]]:
+              num_fewshot: int = 0, seed: int = 0, task_data_dir: str | Path | None = None
+              ) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} (``acc``, ``acc_norm``, ``…_stderr``) of an in-memory causal LM. The task name
     ``paper`` runs the seven tasks of the Wanda / SparseGPT papers from their local files (default_task_data)."""
     from lm_eval import simple_evaluate
@@ -187,7 +197,7 @@ def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str,
 
     if not tasks:
         raise TaskDataError("no tasks given")
-    tasks, task_data = expand_tasks(tasks, task_data)
+    tasks, task_data = expand_tasks(tasks, task_data, task_data_dir)
     _offline()
     manager, specs = build_tasks(tasks, task_data=task_data, include_path=include_path)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)

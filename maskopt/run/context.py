@@ -30,6 +30,7 @@ class RunContext:
     windows: torch.Tensor | None = None
     dense: nn.Module | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name → mask (parameter layout)
+    warm_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name → existing mask (rows × d) to polish
     batch_size: int = 8
     offload: bool = True
     progress: bool = True

@@ -57,11 +57,12 @@ class JobInputs:
     progress: bool = True
     eval_texts: Sequence[str | Path] = field(default_factory=list)  # recorded with hashes in the report
     recipe: dict | None = None  # the run written as a recipe (maskopt.recipe), recorded in the report
+    warm_from: str | Path | None = None  # a model pruned elsewhere whose zeros are the masks to polish (existing)
 
     def paths(self) -> tuple:
         """Everything the job reads from disk (an output may never be, lie in, or hold one of these)."""
         calib = [] if isinstance(self.calib, torch.Tensor) else list(self.calib)
-        return tuple(p for p in (self.model, self.dense, *calib, *self.eval_texts) if p is not None)
+        return tuple(p for p in (self.model, self.dense, self.warm_from, *calib, *self.eval_texts) if p is not None)
 
 
 def _describe_path(p: str | Path) -> dict:
@@ -122,6 +123,22 @@ def context(stages: Sequence[Stage], model: nn.Module, tokenizer, inputs: JobInp
                       out=Path(out) if out is not None else None, input_paths=inputs.paths())
 
 
+def existing_masks(path: str | Path, model: nn.Module, inputs: JobInputs) -> dict[str, torch.Tensor]:
+    """The zeros of a model pruned elsewhere, by layer name (rows × d, True = kept), checked against ``model``."""
+    pruned, _ = load_model(path, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)
+    adapter = get_adapter(model)
+    if get_adapter(pruned) is not adapter:
+        raise ValueError(f"{path} is not of the same family as the dense model {inputs.model}")
+    mine, theirs = adapter.named_linears(model), adapter.named_linears(pruned)
+    out = {}
+    for name, m in mine.items():
+        if name not in theirs or adapter.get_weight(theirs[name]).shape != adapter.get_weight(m).shape:
+            raise ValueError(f"{path} does not have the shape of the dense model {inputs.model} at {name}")
+        out[name] = adapter.get_weight(theirs[name]) != 0
+    del pruned
+    return out
+
+
 def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = None, resume: bool = True,
             report: RunReport | None = None, log: Log = print) -> RunReport:
     """Run ``stages`` on the model of ``inputs``; a save stage writes ``out``. Returns the report."""
@@ -144,11 +161,15 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         dense = load_model(inputs.dense, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)[0]
     masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
     ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=masks, report=report, out=out, log=log)
+    if inputs.warm_from is not None:
+        ctx.warm_masks = existing_masks(inputs.warm_from, model, inputs)
+        ctx.report.inputs["warm_from"] = _describe_path(inputs.warm_from)
     checkpoint = None
     if saves:
         dense_digest = tensor_digest(dense.state_dict().items()) if dense is not None else None
+        warm_digest = tensor_digest(sorted(ctx.warm_masks.items())) if ctx.warm_masks else None
         checkpoint = Checkpoint(out, _fingerprint(stages, model_digest, ctx.windows, ctx.device,
-                                                  {"dense": dense_digest}))
+                                                  {"dense": dense_digest, "warm": warm_digest}))
         if not resume:
             checkpoint.clear()
     result = run_stages(stages, ctx, checkpoint)

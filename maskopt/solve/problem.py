@@ -28,6 +28,7 @@ class LayerProblem:
     sparsity: float = 0.5
     name: str = ""
     seed: int = 0
+    warm_mask: torch.Tensor | None = None  # a mask that exists already (the zeros of a model pruned elsewhere)
 
     def __post_init__(self) -> None:
         self.pattern = Pattern.parse(self.pattern)

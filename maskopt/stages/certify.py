@@ -14,25 +14,8 @@ from ..certify.bounds import certify_layer
 from ..model.calibrate import BlockWalker, collect_grams
 from ..report import jsonable
 from ..solve.problem import LayerProblem
+from ..solve.warm import mask_from_pruned
 from . import Stage, register_stage
-
-
-def mask_from_pruned(W_pruned: torch.Tensor, W_dense: torch.Tensor, problem: LayerProblem) -> torch.Tensor:
-    """The mask of a saved pruned layer without an explicit mask: its non-zeros, completed to the pattern's
-    counts with entries whose dense weight is zero (they cost nothing either way), then any pruned entries."""
-    mask = W_pruned != 0
-    if problem.is_feasible(mask):
-        return mask
-    pat = problem.pattern
-    g_mask = pat.to_groups(mask.clone())
-    missing = problem.keep - g_mask.sum(1)
-    if (missing < 0).any():
-        raise ValueError(f"{problem.name}: keeps more weights than pattern {pat} at sparsity {problem.sparsity} allows")
-    prio = (~g_mask).to(torch.float32) * (1.0 + (pat.to_groups(W_dense) == 0).to(torch.float32))
-    order = torch.argsort(prio, dim=1, descending=True, stable=True)
-    take = torch.arange(order.shape[1])[None, :] < missing[:, None]
-    g_mask.scatter_(1, order, g_mask.gather(1, order) | take)
-    return pat.from_groups(g_mask, *mask.shape)
 
 
 def layer_sparsity(kept_fraction: float, shape: tuple[int, int], pattern: str) -> float:

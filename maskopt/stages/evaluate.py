@@ -15,6 +15,17 @@ class EvaluateOptions:
     max_windows: int | None = None  # cap on windows per text (None or 0: the whole text)
     batch_size: int = 4  # windows per forward
     cache: bool = False  # reuse a perplexity computed earlier for the same weights, text and settings
+    tasks: list[str] = field(default_factory=list)  # zero-shot tasks through lm-eval (e.g. paper7: the seven paper tasks)
+    task_data_dir: str | None = None  # folder of NAME.validation.jsonl (default for the paper tasks: ../shared/data/zeroshot)
+    limit: int | None = None  # at most this many examples per task (recorded in the report)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"evaluate: limit must be ≥ 1 (or none), got {self.limit}")
+        if self.tasks:
+            from ..zeroshot import expand_tasks  # noqa: PLC0415
+
+            expand_tasks(self.tasks, None, self.task_data_dir)  # the local data files exist: checked before loading
 
 
 @register_stage("evaluate")
@@ -45,3 +56,12 @@ class EvaluateStage(Stage):
         for text, ppl in res.items():
             ctx.report.perplexity.setdefault(text, {})[o.label] = ppl
             ctx.log(f"perplexity {text} ({o.label}): {ppl:.2f}")
+        if o.tasks:
+            from ..zeroshot import mean_accuracy, zero_shot  # noqa: PLC0415
+
+            tasks = zero_shot(ctx.model, ctx.tokenizer, o.tasks, task_data_dir=o.task_data_dir, limit=o.limit)
+            if ctx.offload:
+                ctx.model.to("cpu")
+            ctx.report.zero_shot[o.label] = {"tasks": tasks, **mean_accuracy(tasks), "limit": o.limit}
+            ctx.log(f"zero-shot ({o.label}): mean acc {ctx.report.zero_shot[o.label]['mean_acc']:.4f} over "
+                    f"{len(tasks)} tasks" + (f" (at most {o.limit} examples each)" if o.limit else ""))

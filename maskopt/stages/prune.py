@@ -22,6 +22,7 @@ from ..solve.allocation import outlier_share, owl_sparsities
 from ..solve.methods import get_method
 from ..solve.problem import LayerProblem, Solution
 from ..solve.progress import reporting_to
+from ..solve.warm import existing_layout, mask_from_pruned
 from . import Stage, register_stage
 
 
@@ -108,7 +109,7 @@ class PruneStage(Stage):
                     walker.status(what)
                     with reporting_to(lambda text, what=what: walker.status(f"{what}, {text}")):
                         rec, sol = self._solve(adapter, module, full, grams[name], sparsity, method, reference,
-                                               certify_layer)
+                                               certify_layer, ctx.warm_masks.get(full))
                     walker.status(f"{config.method}: {name} done in {rec.seconds:.1f} s")
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
@@ -154,12 +155,15 @@ class PruneStage(Stage):
         return s
 
     def _solve(self, adapter: Adapter, module: nn.Module, full: str, G: torch.Tensor, sparsity: float, method,
-               reference, certify_layer) -> tuple[LayerRecord, Solution]:
+               reference, certify_layer, warm: torch.Tensor | None = None) -> tuple[LayerRecord, Solution]:
         config: PruneConfig = self.options
         t = time.time()
         W = adapter.get_weight(module).to(torch.float32)
-        problem = LayerProblem(W, G.to(torch.float32), config.pattern, sparsity, name=full, seed=config.seed)
-        sol = solve_sharded(method, problem)
+        if warm is not None:
+            problem, sol = _solve_from_existing(method, W, G.to(torch.float32), warm.to(W.device), full, config.seed)
+        else:
+            problem = LayerProblem(W, G.to(torch.float32), config.pattern, sparsity, name=full, seed=config.seed)
+            sol = solve_sharded(method, problem)
         if config.refit:
             mask_error = problem.error(sol.mask, sol.weight)
             sol = Solution(sol.mask, layer_lstsq(problem.W, problem.G, sol.mask).to(problem.dtype),
@@ -178,3 +182,33 @@ class PruneStage(Stage):
         apply_solution(adapter, module, problem, sol)
         rec.seconds = time.time() - t
         return rec, sol
+
+
+def _solve_from_existing(method, W: torch.Tensor, G: torch.Tensor, warm: torch.Tensor, name: str,
+                         seed: int) -> tuple[LayerProblem, Solution]:
+    """Polish a mask that exists already (``warm``, True = kept) without changing any row's count: the rows are
+    solved in the groups of ``existing_layout`` (N:M, or per row at each count), each warm-started from its part of
+    ``warm``. The problem returned states the whole layer at its overall count (unstructured, or the N:M)."""
+    layout = existing_layout(warm, name)
+    mask = torch.zeros_like(warm, dtype=torch.bool)
+    weight, infos = None, []
+    for rows, pattern, sparsity in layout:
+        sub = LayerProblem(W[rows], G, pattern, sparsity, name=name, seed=seed)
+        sub.warm_mask = mask_from_pruned(warm[rows].to(W.dtype), W[rows], sub)
+        sol = solve_sharded(method, sub)
+        mask[rows] = sol.mask
+        if sol.weight is not None:
+            weight = W.clone() if weight is None else weight
+            weight[rows] = sol.weight.to(W.dtype)
+        infos.append(sol.info)
+    if layout[0][1].kind == "nm":
+        problem = LayerProblem(W, G, layout[0][1], layout[0][2], name=name, seed=seed)
+    else:
+        total, kept = mask.numel(), int(mask.sum())
+        problem = LayerProblem(W, G, "unstructured", (total - kept + 0.5) / total, name=name, seed=seed)
+    info = {"existing_groups": len(layout), "existing_pattern": str(layout[0][1]) if len(layout) == 1 else "rows by count"}
+    for k in infos[0]:
+        vals = [i.get(k) for i in infos]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            info[k] = sum(vals)
+    return problem, Solution(mask, weight, info)

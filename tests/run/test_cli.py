@@ -171,7 +171,7 @@ def test_certify_after_prune(model_dir, text_file, tmp_path):
 
 
 def test_mask_from_pruned_completes_counts():
-    from maskopt.stages.certify import mask_from_pruned
+    from maskopt.solve.warm import mask_from_pruned
     from maskopt.solve.problem import LayerProblem
 
     W = torch.randn(4, 8, dtype=torch.float64)

@@ -111,3 +111,37 @@ def test_the_example_recipe_builds():
 
     recipe = Recipe.load(Path(__file__).resolve().parents[2] / "docs" / "recipe.yaml")
     assert [s.name for s in recipe.build()] == ["evaluate", "prune", "masklora", "evaluate", "save"]
+
+
+@pytest.mark.skipif(not (__import__("conftest").SHARED / "data" / "zeroshot").is_dir(), reason="../shared absent")
+def test_zero_shot_in_a_recipe_lands_in_the_report(first, tmp_path):
+    """evaluate {tasks: [paper7], task_data_dir, limit}: the seven tasks from a folder of NAME.validation.jsonl,
+    acc / acc_norm / stderr per task and their means in the report JSON and Markdown."""
+    import yaml
+
+    from conftest import SHARED
+    from maskopt.cli import app
+    from maskopt.zeroshot import PAPER_TASKS
+
+    data = tmp_path / "zs"
+    data.mkdir()
+    for t in PAPER_TASKS:  # the first 6 examples of each shared file
+        lines = (SHARED / "data" / "zeroshot" / f"{t}.validation.jsonl").read_text().splitlines()[:6]
+        (data / f"{t}.validation.jsonl").write_text("\n".join(lines) + "\n")
+    recipe = {"calibration": {"texts": [str(first / "calib.txt")], "nsamples": 8, "seqlen": 16},
+              "stages": [{"prune": {"method": "wanda"}},
+                         {"evaluate": {"tasks": ["paper7"], "task_data_dir": str(data), "limit": 3, "label": "pruned"}},
+                         "save"]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    r = runner.invoke(app, ["run", str(tmp_path / "r.yaml"), "--model", str(first / "model"), "--out",
+                            str(tmp_path / "out"), "-q"])
+    assert r.exit_code == 0, r.output
+    zs = json.loads((tmp_path / "out" / "maskopt_report.json").read_text())["zero_shot"]["pruned"]
+    assert sorted(zs["tasks"]) == sorted(PAPER_TASKS) and zs["n_tasks"] == 7 and zs["limit"] == 3
+    assert all(0 <= m["acc"] <= 1 and "acc_stderr" in m for m in zs["tasks"].values())
+    md = (tmp_path / "out" / "maskopt_report.md").read_text()
+    assert "| zero-shot task |" in md and "at most 3 examples" in md
+    (data / "rte.validation.jsonl").unlink()  # a missing file is refused before any model is loaded
+    r = runner.invoke(app, ["run", str(tmp_path / "r.yaml"), "--model", str(first / "model"), "--out",
+                            str(tmp_path / "out2"), "-q"])
+    assert r.exit_code == 2 and "rte.validation.jsonl does not exist" in r.output

@@ -17,7 +17,7 @@ class Method(Protocol):
     def solve(self, problem: LayerProblem) -> Solution: ...
 
 
-_BUILTIN = ("magnitude", "wanda", "sparsegpt", "ria", "dsnot", "sparsefw", "sparseswaps", "exact", "alps", "refitswaps")
+_BUILTIN = ("magnitude", "wanda", "sparsegpt", "ria", "dsnot", "sparsefw", "sparseswaps", "exact", "alps", "refitswaps", "existing")
 METHODS = Registry("method", [f"{__package__}.{m}" for m in _BUILTIN])
 register = METHODS.register
 
