@@ -131,9 +131,12 @@ def prune(
     perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="Option KEY=VALUE of --perp (lr, steps, epochs, r, alpha, …)."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
+    save_dtype: str = typer.Option("auto", "--save-dtype", help="Dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run (auto_map). Off by default."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
+    stream: bool = typer.Option(False, "--stream", help="Read one decoder block at a time from the checkpoint's safetensors and write the output as it goes: memory of about one block (prune and save only)."),
     dense: Optional[str] = typer.Option(None, "--dense", help="With --opt warm_start=existing: the dense model that MODEL (pruned elsewhere, e.g. by llm-compressor) was pruned from; MODEL's zeros are the masks to polish (default: the model its maskopt report names)."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Run the stages of this recipe (YAML; see `maskopt run`) instead of the stage flags."),
     save_recipe: Optional[Path] = typer.Option(None, "--save-recipe", help="Write the recipe of this run to FILE (YAML): `maskopt run FILE` repeats it bit for bit."),
@@ -150,7 +153,7 @@ def prune(
     if recipe is not None:
         _no_stage_flags(ctx, "--recipe")
         return _run_recipe(recipe, model, out, overwrite, resume, device, threads, quiet, trust_remote_code,
-                           save_recipe)
+                           save_recipe, dtype, save_dtype)
     try:
         from .run.output import check_dir  # noqa: PLC0415
 
@@ -179,6 +182,7 @@ def prune(
                        "batch_size": batch_size}
         inputs = JobInputs(model_name, calib_files, nsamples, seqlen, seed, device, batch_size,
                            trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
+                           dtype=dtype, save_dtype=save_dtype, stream=stream,
                            recipe=_recipe_of(stages, calibration, model_name, save_recipe, overwrite,
                                              [model_name, *calib_files]), warm_from=warm_from)
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
@@ -257,7 +261,7 @@ def _write_recipe(save_recipe: Optional[Path], recipe: Optional[dict], overwrite
 
 def _run_recipe(recipe_path: Path, model: Optional[str], out: Optional[Path], overwrite: bool, resume: bool,
                 device: Optional[str], threads: Optional[int], quiet: bool, trust_remote_code: bool,
-                save_recipe: Optional[Path]) -> None:
+                save_recipe: Optional[Path], dtype: str = "auto", save_dtype: str = "auto") -> None:
     from . import defaults  # noqa: PLC0415
     from .recipe import Recipe  # noqa: PLC0415
     from .run.device import resolve_device  # noqa: PLC0415
@@ -280,6 +284,7 @@ def _run_recipe(recipe_path: Path, model: Optional[str], out: Optional[Path], ov
         c = r.calibration_settings()
         inputs = JobInputs(model_name, calib, c["nsamples"], c["seqlen"], c["seed"], device, c["batch_size"],
                            trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
+                           dtype=dtype, save_dtype=save_dtype,
                            recipe=_recipe_of(stages, {**r.calibration, "texts": calib}, model_name, save_recipe,
                                              overwrite, [model_name, *calib]))
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
@@ -301,12 +306,15 @@ def run_cmd(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same recipe."),
     save_recipe: Optional[Path] = typer.Option(None, "--save-recipe", help="Write the recipe as run (defaults filled in) to FILE."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
+    save_dtype: str = typer.Option("auto", "--save-dtype", help="Dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
 ) -> None:
     """Run a recipe: the stages of a YAML file (prune, recover, evaluate, certify, export, save) on a model."""
-    _run_recipe(recipe, model, out, overwrite, resume, device, threads, quiet, trust_remote_code, save_recipe)
+    _run_recipe(recipe, model, out, overwrite, resume, device, threads, quiet, trust_remote_code, save_recipe, dtype,
+                save_dtype)
 
 
 def _dense_of(report, dense: Optional[str]) -> Optional[str]:
@@ -346,6 +354,8 @@ def recover(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same command."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
+    save_dtype: str = typer.Option("auto", "--save-dtype", help="Dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
@@ -379,7 +389,8 @@ def recover(
         stages += ([_eval_stage(texts, "after", eval_max_windows)] if texts else []) + [new_stage("save", overwrite=overwrite)]
         inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
                            dense=dense_name if any(s.needs_dense for s in rec) else None,
-                           trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts)
+                           trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
+                           dtype=dtype, save_dtype=save_dtype)
         report = run_job(stages, inputs, out=out, resume=resume, report=report, log=log)
     except USER_ERRORS as e:
         _fail(e)
@@ -404,6 +415,7 @@ def certify(
     overwrite: bool = typer.Option(False, help="Replace --out if that file exists."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -438,7 +450,7 @@ def certify(
                                               "sparsity": sparsity, "iterations": iterations, "bnb_rows": bnb_rows,
                                               "bnb_time_limit": bnb_time_limit, "shift": shift}, "certify")
         inputs = JobInputs(pruned, calib or [str(defaults.default_calib())], nsamples, seqlen, seed, device, batch_size,
-                           dense=dense_name, trust_remote_code=trust_remote_code, progress=not quiet)
+                           dense=dense_name, trust_remote_code=trust_remote_code, progress=not quiet, dtype=dtype)
         rows = run_job([new_stage("certify", **opts)], inputs, report=report, log=_log(quiet)).certificates
         if out is not None:
             write_text_output(out, json.dumps(jsonable(rows), indent=2), overwrite, read)
@@ -460,6 +472,7 @@ def eval_cmd(
     seqlen: Optional[int] = typer.Option(None, help="Window length (default min(2048, model context))."),
     max_windows: Optional[int] = typer.Option(None, help="Cap on windows per text (0 = whole text)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -492,7 +505,7 @@ def eval_cmd(
                                  progress=not quiet)
         else:
             stage = _eval_stage(texts, "ppl", max_windows, seqlen)
-            inputs = JobInputs(model, device=device, trust_remote_code=trust_remote_code, progress=not quiet,
+            inputs = JobInputs(model, device=device, trust_remote_code=trust_remote_code, progress=not quiet, dtype=dtype,
                                eval_texts=texts)
             res = {k: v["ppl"] for k, v in run_job([stage], inputs, log=lambda _m: None).perplexity.items()}
     except USER_ERRORS as e:

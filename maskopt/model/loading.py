@@ -161,12 +161,51 @@ def _first_line(e: Exception) -> str:
     return line
 
 
-def load_model(name: str | Path, dtype: torch.dtype = torch.float32, *, trust_remote_code: bool = False,
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@contextmanager
+def as_dtype(model, dtype: torch.dtype | None) -> Iterator[None]:
+    """The model's floating-point parameters in ``dtype`` inside the block, and back afterwards (exact whenever one
+    dtype holds the other's values, e.g. bfloat16 ↔ float32); None: unchanged."""
+    was = next(model.parameters()).dtype
+    if dtype is None or dtype == was:
+        yield
+        return
+    model.to(dtype)
+    try:
+        yield
+    finally:
+        model.to(was)
+
+
+def checkpoint_dtype(config) -> torch.dtype:
+    """The dtype a checkpoint was saved in (its config's ``dtype`` / ``torch_dtype``); float32 when it says none."""
+    d = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(d, str):
+        d = DTYPES.get(d.replace("torch.", ""))
+    return d if d in DTYPES.values() else torch.float32
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, config=None) -> torch.dtype:
+    """'auto' (or None): the checkpoint's own dtype (float32 for a GGUF, which is dequantized); or a name."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return checkpoint_dtype(config) if config is not None else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def load_model(name: str | Path, dtype: str | torch.dtype | None = torch.float32, *, trust_remote_code: bool = False,
                progress: bool = True):
-    """(model, tokenizer) for a local HF folder, a folder or file holding one GGUF, or a hub id."""
+    """(model, tokenizer) for a local HF folder, a folder or file holding one GGUF, or a hub id; ``dtype``: a torch
+    dtype, a name, or 'auto' (the checkpoint's own)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     config, kwargs, path = load_config(name, trust_remote_code=trust_remote_code)
+    dtype = resolve_dtype(dtype, None if "gguf_file" in kwargs else config)
     try:
         with quiet_loading(progress):
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)

@@ -64,6 +64,12 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def block_state(self_dir: Path, state: dict, i: int) -> dict[str, torch.Tensor] | None:
+    """The saved state dict of block ``i`` (None when the checkpoint holds none)."""
+    name = state["files"]["blocks"].get(str(i))
+    return _load_tensors(self_dir / name) if name else None
+
+
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file  # noqa: PLC0415
 
@@ -100,14 +106,15 @@ class Checkpoint:
         self._counter = int(state.get("counter", 0))
         return state
 
-    def restore(self, model: nn.Module, adapter) -> tuple[ResumePoint, dict[str, torch.Tensor]]:
-        """Load the saved weights into ``model``; the resume point and the saved masks."""
+    def restore(self, model: nn.Module, adapter, streamed: bool = False) -> tuple[ResumePoint, dict[str, torch.Tensor]]:
+        """Load the saved weights into ``model`` (a streamed run leaves finished blocks here: they are read back
+        when the output is written); the resume point and the saved masks."""
         files = self.state["files"]
         if files.get("model"):
             sd = _load_tensors(self.dir / files["model"])
             _load_state(model, sd, "model")
         blocks = adapter.get_blocks(model)
-        for i, name in sorted(files["blocks"].items(), key=lambda kv: int(kv[0])):
+        for i, name in sorted(files["blocks"].items(), key=lambda kv: int(kv[0])) if not streamed else ():
             _load_state(blocks[int(i)], _load_tensors(self.dir / name), f"block {i}")
         masks = load_masks(self.dir / files["masks"]) if files.get("masks") else {}
         hidden = dense = None

@@ -31,6 +31,8 @@ class RunContext:
     dense: nn.Module | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name → mask (parameter layout)
     warm_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name → existing mask (rows × d) to polish
+    save_dtype: torch.dtype | None = None  # the dtype the save stage writes (None: the model's as it is)
+    stream: Any = None  # a StreamedModel: ``model`` is its skeleton, blocks are read one walk step at a time
     batch_size: int = 8
     offload: bool = True
     progress: bool = True
@@ -71,6 +73,8 @@ class RunContext:
                         resume_dense_hidden=self.resume.dense_hidden)
         if self.checkpoint is not None:
             opts["on_step_done"] = self._step_done
+        if self.stream is not None:
+            opts["source"] = self.stream
         return opts
 
     def _step_done(self, step: BlockStep, inputs: list[Batch], dense_inputs: list[Batch] | None) -> None:

@@ -28,13 +28,14 @@ from ..config import PruneConfig
 from ..data import make_windows
 from ..io import MASKS_FILE, file_digest, load_masks, tensor_digest
 from ..model.adapters import get_adapter
-from ..model.loading import load_model
+from ..model.loading import checkpoint_dtype, load_config, load_model, resolve_dtype
 from ..report import RunReport
 from ..stages import Stage
 from .checkpoint import Checkpoint
 from .context import RunContext
 from .device import check_finite_weights, resolve_device
 from .loop import run_stages
+from ..model.streaming import PackedMasks
 from .output import check_dir, clean_stale
 
 Log = Callable[[str], None]
@@ -58,6 +59,9 @@ class JobInputs:
     eval_texts: Sequence[str | Path] = field(default_factory=list)  # recorded with hashes in the report
     recipe: dict | None = None  # the run written as a recipe (maskopt.recipe), recorded in the report
     warm_from: str | Path | None = None  # a model pruned elsewhere whose zeros are the masks to polish (existing)
+    stream: bool = False  # read one decoder block at a time from the checkpoint (a model larger than memory)
+    dtype: str = "auto"  # the dtype the model is loaded and run in: auto (the checkpoint's own) | bfloat16 | float16 | float32
+    save_dtype: str = "auto"  # the dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32
 
     def paths(self) -> tuple:
         """Everything the job reads from disk (an output may never be, lie in, or hold one of these)."""
@@ -91,7 +95,8 @@ def context(stages: Sequence[Stage], model: nn.Module, tokenizer, inputs: JobInp
     dense reference (``dense``, else a copy of the still-dense model) when a stage needs one, the report."""
     device = distributed.local_device(resolve_device(inputs.device))
     adapter = get_adapter(model)
-    check_finite_weights(model, adapter)
+    if not inputs.stream:  # a streamed model's blocks are checked as they are read
+        check_finite_weights(model, adapter)
     windows = None
     if any(s.needs_windows for s in stages):
         calib = inputs.calib if isinstance(inputs.calib, torch.Tensor) else list(inputs.calib)
@@ -121,6 +126,29 @@ def context(stages: Sequence[Stage], model: nn.Module, tokenizer, inputs: JobInp
     return RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense, masks=masks or {},
                       batch_size=inputs.batch_size, offload=inputs.offload, progress=inputs.progress, log=log,
                       out=Path(out) if out is not None else None, input_paths=inputs.paths())
+
+
+STREAMED_STAGES = ("prune", "save")
+
+
+def _streamed(stages: Sequence[Stage], inputs: JobInputs, config, kwargs: dict, path: Path):
+    """(StreamedModel, tokenizer) of a run that reads one block at a time; what it cannot do yet is refused here."""
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    from ..model.streaming import StreamedModel  # noqa: PLC0415
+
+    other = [s.name for s in stages if s.name not in STREAMED_STAGES]
+    if other:
+        raise ValueError(f"--stream runs {' and '.join(STREAMED_STAGES)}; {other[0]!r} needs the whole model in "
+                         "memory (evaluate or recover the saved folder afterwards)")
+    if not any(s.name == "save" for s in stages):
+        raise ValueError("--stream writes its result as it goes: it needs an output folder (--out)")
+    if "gguf_file" in kwargs:
+        raise ValueError("--stream reads safetensors checkpoints; a .gguf is dequantized whole (convert it first)")
+    if inputs.warm_from is not None or inputs.dense is not None:
+        raise ValueError("--stream does not take a second model (--dense / warm_start=existing) yet")
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=inputs.trust_remote_code)
+    return StreamedModel(path, config, resolve_dtype(inputs.dtype, config)), tokenizer
 
 
 def existing_masks(path: str | Path, model: nn.Module, inputs: JobInputs) -> dict[str, torch.Tensor]:
@@ -153,14 +181,33 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
             print(f"removed {len(stale)} temporary folder(s) left by an interrupted earlier run: "
                   + ", ".join(p.name for p in stale), file=sys.stderr)
     resolve_device(inputs.device)
+    resolve_dtype(inputs.dtype)
+    resolve_dtype(inputs.save_dtype)
     model_path = Path(inputs.model)
-    model, tokenizer = load_model(inputs.model, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)
-    model_digest = tensor_digest(model.state_dict().items())
+    config, kwargs, path = load_config(inputs.model, trust_remote_code=inputs.trust_remote_code)
+    own = torch.float32 if "gguf_file" in kwargs else checkpoint_dtype(config)  # a GGUF is dequantized to float32
+    stream = None
+    if inputs.stream:
+        stream, tokenizer = _streamed(stages, inputs, config, kwargs, path)
+        model = stream.model
+        model_digest = hashlib.sha256("".join(file_digest(f) for f in stream.reader.shard_files()).encode()).hexdigest()
+    else:
+        model, tokenizer = load_model(inputs.model, resolve_dtype(inputs.dtype, config) if "gguf_file" not in kwargs
+                                      else resolve_dtype(inputs.dtype), trust_remote_code=inputs.trust_remote_code,
+                                      progress=inputs.progress)
+        model_digest = tensor_digest(model.state_dict().items())
     dense = None
     if inputs.dense is not None and any(s.needs_dense for s in stages):
-        dense = load_model(inputs.dense, trust_remote_code=inputs.trust_remote_code, progress=inputs.progress)[0]
+        dense = load_model(inputs.dense, next(model.parameters()).dtype, trust_remote_code=inputs.trust_remote_code,
+                           progress=inputs.progress)[0]
     masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
+    if stream is not None:
+        masks = PackedMasks(masks)
     ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=masks, report=report, out=out, log=log)
+    ctx.stream = stream
+    ctx.save_dtype = resolve_dtype(inputs.save_dtype) if inputs.save_dtype != "auto" else own
+    ctx.report.inputs.update(dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+                             checkpoint_dtype=str(own).replace("torch.", ""))
     if inputs.warm_from is not None:
         ctx.warm_masks = existing_masks(inputs.warm_from, model, inputs)
         ctx.report.inputs["warm_from"] = _describe_path(inputs.warm_from)

@@ -16,7 +16,7 @@ def run_stages(stages: list[Stage], ctx: RunContext, checkpoint: Checkpoint | No
     """Run ``stages`` in order on ``ctx``; with ``checkpoint``, resume from it and keep it current."""
     start = ResumePoint(0)
     if checkpoint is not None and checkpoint.load() is not None:
-        start, masks = checkpoint.restore(ctx.model, ctx.adapter)
+        start, masks = checkpoint.restore(ctx.model, ctx.adapter, streamed=ctx.stream is not None)
         ctx.masks.update(masks)
         if checkpoint.state.get("report"):
             ctx.report = RunReport.from_dict(checkpoint.state["report"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..perplexity import PerplexityCache, evaluate_texts, short_name
 from . import Stage, register_stage
@@ -18,6 +19,7 @@ class EvaluateOptions:
     tasks: list[str] = field(default_factory=list)  # zero-shot tasks through lm-eval (e.g. paper7: the seven paper tasks)
     task_data_dir: str | None = None  # folder of NAME.validation.jsonl (default for the paper tasks: ../shared/data/zeroshot)
     limit: int | None = None  # at most this many examples per task (recorded in the report)
+    dtype: Literal["model", "float32"] = "model"  # evaluate in the model's dtype, or in a float32 copy of its weights
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -37,6 +39,14 @@ class EvaluateStage(Stage):
     main_rank_only = True
 
     def run(self, ctx) -> None:
+        import torch  # noqa: PLC0415
+
+        from ..model.loading import as_dtype  # noqa: PLC0415
+
+        with as_dtype(ctx.model, torch.float32 if self.options.dtype == "float32" else None):
+            self._run(ctx)
+
+    def _run(self, ctx) -> None:
         o: EvaluateOptions = self.options
         cache = PerplexityCache() if o.cache else None
         res = {}

@@ -115,7 +115,8 @@ class PruneStage(Stage):
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
         finally:
             ctx.model.config.use_cache = use_cache
-        report.sparsity = measured_sparsity(ctx.model, adapter, skip=set(report.dense_layers))
+        report.sparsity = (measured_sparsity(ctx.model, adapter, skip=set(report.dense_layers)) if ctx.stream is None
+                           else 1.0 - sum(int(m.sum()) for m in ctx.masks.values()) / max(1, sum(m.numel() for m in ctx.masks.values())))
         report.prune_seconds += time.time() - t0
 
     def _check_counts(self, ctx, block_sparsity: list[float] | None) -> None:
@@ -144,7 +145,8 @@ class PruneStage(Stage):
         selection = config.selection()
         shares = []
         for step in BlockWalker(ctx.model, ctx.adapter, windows, device=ctx.device, batch_size=ctx.batch_size,
-                                offload=ctx.offload, desc="OWL outlier shares", progress=ctx.progress):
+                                offload=ctx.offload, desc="OWL outlier shares", progress=ctx.progress,
+                                source=ctx.stream):
             grams = collect_grams(step.block, ctx.adapter, step.inputs, ctx.device)
             scores = [ctx.adapter.get_weight(m).abs() * grams[n].diagonal().clamp_min(0).sqrt().to(m.weight.dtype)
                       for n, m in ctx.adapter.linears(step.block).items()

@@ -6,6 +6,8 @@ the run's explicit masks exactly.
 """
 from __future__ import annotations
 
+import torch
+
 from ..recover.config import PERP_MODES, PERPConfig, ReconstructConfig
 from ..recover.perp import perp_retrain
 from ..recover.reconstruct import reconstruct
@@ -14,6 +16,15 @@ from . import Stage, register_stage
 # SmolLM2 at 50% (README scoreboard), 1 epoch: Wanda 60.3 → MaskLoRA 43.1 (matrix 51.8, block 53.4, subblock 58.4,
 # full retraining 41.3 at its best lr 1e-4, 55.1 at 1e-5); MaskLoRA: best of the stages that need no lr tuning.
 RECOMMENDED = "masklora"
+
+
+def train_in_float32(ctx) -> None:
+    """Recovery trains weights: a model loaded in bfloat16/float16 is trained in float32 (the save stage writes the
+    checkpoint's dtype again)."""
+    for m in (ctx.model, ctx.dense):
+        if m is not None and next(m.parameters()).dtype != torch.float32:
+            ctx.log(f"recovery: training in float32 (the model was loaded in {next(m.parameters()).dtype})")
+            m.float()
 
 
 class ReconstructStage(Stage):
@@ -27,6 +38,7 @@ class ReconstructStage(Stage):
     changes = "blocks"
 
     def run(self, ctx) -> None:
+        train_in_float32(ctx)
         res = reconstruct(ctx.model, ctx.dense_model(), ctx.calibration(), self.options, device=ctx.device,
                           batch_size=ctx.batch_size, offload=ctx.offload, progress=ctx.progress,
                           masks=ctx.module_masks(), walker_options=ctx.walker_options())
@@ -44,6 +56,7 @@ class PERPStage(Stage):
     changes = "all"
 
     def run(self, ctx) -> None:
+        train_in_float32(ctx)
         res = perp_retrain(ctx.model, ctx.calibration(), self.options, device=ctx.device, progress=ctx.progress,
                            masks=ctx.module_masks())
         if ctx.offload:

@@ -1,0 +1,159 @@
+"""A model larger than memory: a skeleton on the meta device whose decoder blocks are read from the checkpoint's
+safetensors shards one at a time (``load``), and given back (``release``) once their work is done.
+
+Everything that is not a decoder block (embeddings, final norm, head, rotary buffers) is read once and stays; a
+block costs memory only while it is loaded. Tensors are read one by one from the shards (safetensors reads only
+the bytes of the tensor asked for), in the dtype asked for.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .adapters import Adapter, get_adapter
+
+INDEX = "model.safetensors.index.json"
+
+
+class CheckpointReader:
+    """The tensors of a Hugging Face safetensors checkpoint (one file, or shards with an index) by name."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        index = self.folder / INDEX
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self.files = {name: self.folder / f for name, f in weight_map.items()}
+        else:
+            files = sorted(self.folder.glob("*.safetensors"))
+            if len(files) != 1:
+                raise ValueError(f"{folder}: streaming needs one model.safetensors or an index of shards "
+                                 f"({INDEX}); found {len(files)} safetensors files")
+            from safetensors import safe_open  # noqa: PLC0415
+
+            with safe_open(str(files[0]), framework="pt") as f:
+                self.files = {name: files[0] for name in f.keys()}
+        self._open: dict[Path, object] = {}
+
+    def names(self) -> list[str]:
+        return list(self.files)
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open  # noqa: PLC0415
+
+        path = self.files.get(name)
+        if path is None:
+            raise KeyError(name)
+        handle = self._open.get(path)
+        if handle is None:
+            handle = self._open[path] = safe_open(str(path), framework="pt")
+        return handle.get_tensor(name)
+
+    def shard_files(self) -> list[Path]:
+        return sorted(set(self.files.values()))
+
+
+def empty_model(config, dtype: torch.dtype) -> nn.Module:
+    """The model of ``config`` with every parameter on the meta device (buffers such as rotary tables are real)."""
+    from accelerate import init_empty_weights  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.eval()
+    return model
+
+
+class StreamedModel:
+    """A meta skeleton of the checkpoint in ``folder`` with its non-block tensors loaded; blocks on demand."""
+
+    def __init__(self, folder: str | Path, config, dtype: torch.dtype):
+        self.reader = CheckpointReader(folder)
+        self.dtype = dtype
+        self.model = empty_model(config, dtype)
+        self.adapter: Adapter = get_adapter(self.model)
+        prefix = self.adapter.blocks + "."
+        for name, _ in list(self.model.named_parameters()) + list(self.model.named_buffers()):
+            if not name.startswith(prefix):
+                self._set(self.model, name, name)
+        if hasattr(self.model, "tie_weights"):
+            self.model.tie_weights()
+        self.loaded: set[int] = set()
+
+    def _set(self, root: nn.Module, name: str, key: str) -> None:
+        from accelerate.utils import set_module_tensor_to_device  # noqa: PLC0415
+
+        try:
+            value = self.reader.get(key)
+        except KeyError:
+            tensor = dict(root.named_parameters()).get(name)
+            if tensor is None or not tensor.is_meta:
+                return  # a buffer the checkpoint does not hold (computed at init)
+            tied = getattr(self.model.config, "tie_word_embeddings", False) and name.endswith("lm_head.weight")
+            if tied:
+                return  # filled by tie_weights
+            raise ValueError(f"{self.reader.folder}: the checkpoint has no tensor {key}") from None
+        set_module_tensor_to_device(root, name, "cpu", value=value, dtype=self.dtype if value.is_floating_point() else None)
+
+    def block_prefix(self, i: int) -> str:
+        return f"{self.adapter.blocks}.{i}."
+
+    def load(self, i: int) -> nn.Module:
+        """Block ``i`` with its checkpoint weights (on the CPU)."""
+        block = self.adapter.get_blocks(self.model)[i]
+        if i not in self.loaded:
+            for name, t in list(block.named_parameters()) + list(block.named_buffers()):
+                if t.is_meta:
+                    self._set(block, name, self.block_prefix(i) + name)
+            for name, mod in self.adapter.linears(block).items():
+                if not torch.isfinite(mod.weight).all():
+                    raise ValueError(f"weight of {self.block_prefix(i)}{name} contains NaN or Inf")
+            self.loaded.add(i)
+        return block
+
+    def release(self, i: int) -> None:
+        """Give block ``i``'s memory back (its parameters return to the meta device; buffers stay)."""
+        from accelerate.utils import set_module_tensor_to_device  # noqa: PLC0415
+
+        if i in self.loaded:
+            block = self.adapter.get_blocks(self.model)[i]
+            for name, _ in list(block.named_parameters()):
+                set_module_tensor_to_device(block, name, "meta")
+            self.loaded.discard(i)
+
+    def non_block_state(self) -> dict[str, torch.Tensor]:
+        """The loaded tensors outside the decoder blocks, by their state-dict names (tied copies once)."""
+        prefix = self.adapter.blocks + "."
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefix) and not v.is_meta}
+
+
+class PackedMasks(dict):
+    """Masks kept bit-packed in memory (8 per byte): a streamed run holds every layer's mask without a byte per
+    weight. Reads unpack the one mask asked for."""
+
+    def __setitem__(self, name: str, mask: torch.Tensor) -> None:
+        from ..io import pack_bits  # noqa: PLC0415
+
+        super().__setitem__(name, (pack_bits(mask), tuple(mask.shape)))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from ..io import unpack_bits  # noqa: PLC0415
+
+        packed, shape = super().__getitem__(name)
+        return unpack_bits(packed, shape)
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def items(self):
+        return ((k, self[k]) for k in self.keys())
+
+    def values(self):
+        return (self[k] for k in self.keys())
+
+    def update(self, other=(), **kw) -> None:
+        for k, v in dict(other, **kw).items():
+            self[k] = v

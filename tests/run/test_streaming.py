@@ -1,0 +1,87 @@
+"""Streaming: a checkpoint pruned one block at a time (the rest on disk) gives the in-memory run's masks and
+weights bit for bit, in shards of one block; what it cannot do is refused; a killed streamed run resumes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import random_text, tiny_model, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    model = tiny_model("llama")
+    model.config.num_hidden_layers = 2
+    model.save_pretrained(root / "model", max_shard_size="20KB")  # several shards and an index, as big models come
+    tiny_tokenizer().save_pretrained(root / "model")
+    (root / "calib.txt").write_text(random_text(3000))
+    return root
+
+
+def _prune(root, out, *extra, no_eval=True):
+    from maskopt.cli import app
+
+    return runner.invoke(app, ["prune", str(root / "model"), "--calib", str(root / "calib.txt"), "--nsamples", "8",
+                               "--seqlen", "16", "-q", *(["--no-eval"] if no_eval else []), "--method", "sparsegpt",
+                               "--out", str(root / out), *extra])
+
+
+def _state(path):
+    from maskopt.model.loading import load_model
+
+    return load_model(path)[0].state_dict()
+
+
+@pytest.mark.parametrize("extra", [[], ["--allocation", "owl", "--refit"]])
+def test_streamed_prune_equals_the_in_memory_one(ckpt, extra):
+    tag = "-".join(extra) or "plain"
+    assert (ckpt / "model" / "model.safetensors.index.json").is_file()
+    r = _prune(ckpt, f"mem{tag}", *extra)
+    assert r.exit_code == 0, r.output
+    r = _prune(ckpt, f"str{tag}", "--stream", *extra)
+    assert r.exit_code == 0, r.output
+    a, b = _state(ckpt / f"mem{tag}"), _state(ckpt / f"str{tag}")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (ckpt / f"mem{tag}" / "maskopt_masks.safetensors").read_bytes() == \
+        (ckpt / f"str{tag}" / "maskopt_masks.safetensors").read_bytes()
+    ra = json.loads((ckpt / f"mem{tag}" / "maskopt_report.json").read_text())
+    rb = json.loads((ckpt / f"str{tag}" / "maskopt_report.json").read_text())
+    assert ra["sparsity"] == pytest.approx(rb["sparsity"], abs=1e-3)
+    assert len(list((ckpt / f"str{tag}").glob("model-*.safetensors"))) == 3  # one shard per block + the rest
+
+
+def test_streaming_refuses_what_needs_the_whole_model(ckpt):
+    for extra, says in ((["--recover", "matrix"], "'matrix' needs the whole model"),
+                        (["--eval-text", str(ckpt / "calib.txt")], "'evaluate' needs the whole model")):
+        r = _prune(ckpt, "x", "--stream", *extra, no_eval=False)
+        assert r.exit_code == 2 and says in r.output, r.output
+        assert not (ckpt / "x").exists()
+
+
+def test_killed_streamed_run_resumes_bit_identical(ckpt, tmp_path):
+    env = {**os.environ, "MASKOPT_KILL_AFTER": "0:0"}
+    cmd = [sys.executable, "-m", "maskopt.testing", "prune", str(ckpt / "model"), "--calib", str(ckpt / "calib.txt"),
+           "--nsamples", "8", "--seqlen", "16", "-q", "--no-eval", "--method", "sparsegpt", "--stream", "--threads",
+           "1", "--out", str(tmp_path / "o")]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert first.returncode != 0 and not (tmp_path / "o").exists()
+    env.pop("MASKOPT_KILL_AFTER")
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr
+    a, b = _state(ckpt / "memplain") if (ckpt / "memplain").exists() else None, _state(tmp_path / "o")
+    if a is not None:
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
