@@ -169,8 +169,9 @@ def conditioned_instance(seed: int, rows: int, d: int, kind: str) -> tuple[torch
 @pytest.mark.parametrize("kind", ["random", "ill", "lowrank"])
 @pytest.mark.parametrize("pattern", ["per_row", "2:4", "60%"])
 def test_default_bound_below_brute_force(kind: str, pattern: str) -> None:
-    """The default certificate (Jacobi shift, float32 iterations with early stop, float64 bound) and the
-    'layer' shift never exceed the brute-force optimum of any row, on random and ill-conditioned G."""
+    """The default certificate (optimised shift, float32 iterations with early stop, float64 bound, refit bound),
+    the Jacobi and the 'layer' shifts never exceed the brute-force optimum of any row, on random and
+    ill-conditioned G."""
     sparsity = 0.6 if pattern == "60%" else 0.5
     pattern = "per_row" if pattern == "60%" else pattern
     for seed in range(3):
@@ -181,13 +182,15 @@ def test_default_bound_below_brute_force(kind: str, pattern: str) -> None:
         opt = torch.tensor(row_optima(LayerProblem(p.W.double(), p.G.double(), pattern, sparsity)))
         tol = 1e-9 * opt + 1e-12
         c = certify_layer(p, p.topk(p.W.abs()))
-        assert c.info["shift"] == "jacobi" and c.info["dtype"] == "float32"
+        assert c.info["shift"] == "opt" and c.info["dtype"] == "float32"
         assert torch.all(c.row_bounds <= opt + tol), (seed, c.row_bounds - opt)
         assert c.lower_bound <= float(opt.sum()) * (1 + 1e-9)
+        cj = certify_layer(p, p.topk(p.W.abs()), shift="jacobi", refit=False)
+        assert cj.info["shift"] == "jacobi" and torch.all(cj.row_bounds <= opt + tol)
         layer, info = relaxation_bound(p, shift="layer")
         assert info["shift"] == "layer"
         assert torch.all(layer <= opt + tol), (seed, layer - opt)
-        jac, _ = relaxation_bound(p)
+        jac, _ = relaxation_bound(p, shift="jacobi")
         assert torch.all(layer >= jac - 1e-12)  # layer starts from the Jacobi bound, per row the better
 
 
@@ -195,8 +198,8 @@ def test_default_bound_is_the_jacobi_relaxation() -> None:
     """float32 iterations + early stop give the same bound as long float64 runs, within 1% of its value."""
     W, G = random_instance(21, 16, 32, "outlier")
     p = LayerProblem(W, G, "per_row", 0.5)
-    fast, info = relaxation_bound(p)
-    slow, _ = relaxation_bound(p, iterations=3000, tol=0.0, dtype=torch.float64)
+    fast, info = relaxation_bound(p, shift="jacobi")
+    slow, _ = relaxation_bound(p, iterations=3000, tol=0.0, dtype=torch.float64, shift="jacobi")
     assert float(fast.sum()) <= float(slow.sum()) * (1 + 1e-6)  # early stop: never above the converged run …
     assert float(fast.sum()) >= 0.99 * float(slow.sum())  # … and close to it
     assert info["mu"] > 0 and float(fast.sum()) > 0

@@ -15,11 +15,13 @@ fixed}, any z gives the Frank-Wolfe dual bound  min_Z f̃ ≥ f̃(z) + min_{v∈
 patterns and in total for unstructured ones. We drive z towards the relaxed optimum by
 accelerated projected gradient (projection onto a capped simplex per group by safeguarded
 Newton), in float32 by default, and evaluate the bound at the best iterate in float64. Tighter
-shifts than μ·diag: one vector per layer ("layer") or per row ("rowwise"), both optimised over
+shifts than μ·diag: one vector per layer optimised from the inverse-diagonal start ("opt", the default,
+maskopt.certify.shift), the older barrier-LP ones per layer ("layer") or per row ("rowwise"), all over
 {δ : D_w G D_w − diag δ ⪰ 0}. Deeper bounds for chosen rows come from the exact
 branch-and-bound (maskopt.solve.bnb.mask.solve_rows).
 
-The certificate is for the mask-selection problem err(M) (kept weights unchanged).
+Two certificates: for the mask-selection problem err(M) (kept weights unchanged), and for the refit problem
+(kept weights re-solved, maskopt.certify.refit) against the error of the weights actually shipped.
 """
 from __future__ import annotations
 
@@ -341,7 +343,7 @@ def layer_shift(problem: LayerProblem, Z: torch.Tensor, mu: float, newton: int =
     return s[None, :] * q * live[None, :]
 
 
-SHIFTS = ("jacobi", "layer", "rowwise", "none")
+SHIFTS = ("opt", "jacobi", "layer", "rowwise", "none")
 
 
 @torch.no_grad()
@@ -352,11 +354,12 @@ def relaxation_bound(
     reformulate: bool = True,
     check_every: int = 10,
     z0: torch.Tensor | None = None,
-    shift: str = "jacobi",
+    shift: str = "opt",
     rowwise_max_d: int = 512,
     tol: float = 3e-3,
     dtype: torch.dtype = torch.float32,
     matmul_dtype: torch.dtype | None = None,
+    rounds: int = 2,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Root-relaxation lower bound, per row (rowwise patterns) or as a 1-element tensor (unstructured).
 
@@ -365,7 +368,10 @@ def relaxation_bound(
     ``tol`` of the relaxed value; the bound itself is evaluated in float64, so it is valid for any
     ``dtype``/``tol``. ``shift`` (the convex reformulation):
 
-    * "jacobi" (default): δ_ij = μ w_ij² G_jj with one μ = λ_min(C) (jacobi_shift) — one eigvalsh
+    * "opt" (default): δ_ij = s_j w_ij² G_jj with one vector s per layer, started at the inverse
+      diagonal of C and improved in ``rounds`` steps (maskopt.certify.shift.optimise_shift); info["shift_state"]
+      holds (shifts, assign, Z) for deeper refinement and the refit bound;
+    * "jacobi": δ_ij = μ w_ij² G_jj with one μ = λ_min(C) (jacobi_shift) — one eigvalsh
       per G and one relaxation;
     * "layer": starts from jacobi, then one shift vector optimised for the layer (layer_shift,
       one O(d³) barrier solve and a second relaxation); per row the better bound;
@@ -386,6 +392,14 @@ def relaxation_bound(
     mu = jacobi_shift(G, lam_min=lam_min) if shift != "none" else 0.0
     q = W * W * G.diagonal().clamp_min(0)[None, :]
     run = dict(dtype=dtype, tol=tol, lam_max=lam_max, matmul_dtype=matmul_dtype)
+    if shift == "opt":
+        from .shift import optimise_shift  # noqa: PLC0415
+
+        best, S, assign, Z, sinfo = optimise_shift(problem, rounds=rounds, iterations=iterations, check_every=check_every,
+                                                    z0=z0, **run)
+        info = {"mu": mu, "lambda_max": lam_max, "shift": shift, "iterations": iterations,
+                "dtype": str(dtype).replace("torch.", ""), **sinfo, "shift_state": (S, assign, Z)}
+        return best, info
     best, Z, fz = _relaxed(problem, mu * q, iterations, check_every, z0, **run)
     info: dict[str, Any] = {"mu": mu, "lambda_max": lam_max, "shift": shift, "iterations": iterations,
                             "dtype": str(dtype).replace("torch.", ""), "relaxed_value": float(fz.sum()),
@@ -411,16 +425,22 @@ def certify_layer(
     bnb_time_limit: float = 1.0,
     bnb_node_limit: int = 100_000,
     reformulate: bool = True,
-    shift: str = "jacobi",
+    shift: str = "opt",
     tol: float = 3e-3,
     dtype: torch.dtype = torch.float32,
+    weight: torch.Tensor | None = None,
+    refit: bool = True,
+    refit_iterations: int = 150,
 ) -> LayerCertificate:
     """Certified lower bound on min_M err(M) for the problem's pattern and the gap of ``mask``.
 
     ``rows``: rows (per-row / N:M patterns) whose bound is deepened by branch-and-bound
     (``bnb_time_limit`` seconds each, seeded with the mask's row). ``shift``, ``iterations``,
-    ``tol``, ``dtype``: the root bound (see relaxation_bound; "jacobi" by default, cheap enough for
-    every prune; "layer" and "rowwise" are tighter and slower).
+    ``tol``, ``dtype``: the root bound (see relaxation_bound; "opt" by default).
+    ``refit``: also bound the refit problem (maskopt.certify.refit, ``refit_iterations`` FISTA steps) and
+    compare it with the error of ``weight`` (the shipped weights, rows × d, zero where pruned; default
+    W ⊙ mask): info["shipped_error"], info["refit_lower_bound"], info["refit_gap"]. The refit bound is also a
+    bound on the mask problem (a refit never costs more), so the mask bound is per row the better of both.
     """
     t0 = time.perf_counter()
     if not problem.is_feasible(mask):
@@ -429,7 +449,15 @@ def certify_layer(
     error = float(row_err.sum())
     bounds, info = relaxation_bound(problem, iterations=iterations, reformulate=reformulate, shift=shift, tol=tol,
                                     dtype=dtype)
+    state = info.pop("shift_state", None)
     bounds = bounds.cpu().clamp_min(0.0)  # err ≥ 0 always (G is a Gram matrix)
+    if refit:
+        from .refit import refit_certificate  # noqa: PLC0415
+
+        rb, rinfo = refit_certificate(problem, mask, weight, state, iterations=refit_iterations, dtype=dtype)
+        info.update(rinfo)
+        rb = rb.cpu().clamp_min(0.0)
+        bounds = torch.maximum(bounds, rb) if problem.pattern.rowwise else torch.maximum(bounds.sum(), rb.sum()).reshape(1)
     rows_bnb: list[int] = []
     n_opt = 0
     method = "root"
