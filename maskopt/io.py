@@ -56,10 +56,11 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
     """Explicit masks (by layer name, parameter layout), bit-packed in one safetensors file."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
-    tensors = {k: pack_bits(m) for k, m in masks.items()}
+    items = dict(masks.packed_items() if hasattr(masks, "packed_items") else masks.items())
+    tensors = {k: m.packed if hasattr(m, "packed") else pack_bits(m) for k, m in items.items()}
     # one metadata key: safetensors writes several in a varying order, and the file must be byte-identical
     meta = {"maskopt": json.dumps({"format": "maskopt-packbits-v1",
-                                   "shapes": {k: list(m.shape) for k, m in sorted(masks.items())}}, sort_keys=True)}
+                                   "shapes": {k: list(m.shape) for k, m in sorted(items.items())}}, sort_keys=True)}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)

@@ -52,6 +52,10 @@ class CheckpointReader:
             handle = self._open[path] = safe_open(str(path), framework="pt")
         return handle.get_tensor(name)
 
+    def close(self) -> None:
+        """Drop the open shards: their memory-mapped pages no longer count against this process."""
+        self._open.clear()
+
     def shard_files(self) -> list[Path]:
         return sorted(set(self.files.values()))
 
@@ -81,6 +85,7 @@ class StreamedModel:
                 self._set(self.model, name, name)
         if hasattr(self.model, "tie_weights"):
             self.model.tie_weights()
+        self.reader.close()
         self.loaded: set[int] = set()
 
     def _set(self, root: nn.Module, name: str, key: str) -> None:
@@ -108,6 +113,7 @@ class StreamedModel:
             for name, t in list(block.named_parameters()) + list(block.named_buffers()):
                 if t.is_meta:
                     self._set(block, name, self.block_prefix(i) + name)
+            self.reader.close()
             for name, mod in self.adapter.linears(block).items():
                 if not torch.isfinite(mod.weight).all():
                     raise ValueError(f"weight of {self.block_prefix(i)}{name} contains NaN or Inf")
@@ -123,11 +129,30 @@ class StreamedModel:
             for name, _ in list(block.named_parameters()):
                 set_module_tensor_to_device(block, name, "meta")
             self.loaded.discard(i)
+            _trim()
 
     def non_block_state(self) -> dict[str, torch.Tensor]:
         """The loaded tensors outside the decoder blocks, by their state-dict names (tied copies once)."""
         prefix = self.adapter.blocks + "."
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefix) and not v.is_meta}
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise, and a streamed run's RSS would creep up
+    block by block)."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PackedMask:
+    """One mask as its packed bytes and shape (what maskopt.io.save_masks writes)."""
+
+    def __init__(self, packed: torch.Tensor, shape: tuple[int, ...]):
+        self.packed, self.shape = packed, shape
 
 
 class PackedMasks(dict):
@@ -150,6 +175,10 @@ class PackedMasks(dict):
 
     def items(self):
         return ((k, self[k]) for k in self.keys())
+
+    def packed_items(self):
+        """(name, PackedMask) pairs: the bytes as stored, for writers that keep them packed (maskopt.io.save_masks)."""
+        return ((k, PackedMask(*dict.__getitem__(self, k))) for k in self.keys())
 
     def values(self):
         return (self[k] for k in self.keys())

@@ -117,6 +117,8 @@ class Checkpoint:
         for i, name in sorted(files["blocks"].items(), key=lambda kv: int(kv[0])) if not streamed else ():
             _load_state(blocks[int(i)], _load_tensors(self.dir / name), f"block {i}")
         masks = load_masks(self.dir / files["masks"]) if files.get("masks") else {}
+        for _, name in sorted(files.get("block_masks", {}).items(), key=lambda kv: int(kv[0])):
+            masks.update(load_masks(self.dir / name))
         hidden = dense = None
         if files.get("streams"):
             st = _load_tensors(self.dir / files["streams"])
@@ -135,16 +137,18 @@ class Checkpoint:
         self.state["report"] = report
         self.state["counter"] = self._counter
         write_json(self.dir / STATE, self.state)
-        keep = {STATE, *self.state["files"]["blocks"].values()}
-        keep |= {v for k, v in self.state["files"].items() if k != "blocks" and v}
+        keep = {STATE, *self.state["files"]["blocks"].values(), *self.state["files"].get("block_masks", {}).values()}
+        keep |= {v for k, v in self.state["files"].items() if k not in ("blocks", "block_masks") and v}
         for p in self.dir.iterdir():
             if p.name not in keep:
                 p.unlink(missing_ok=True)
 
     def save_step(self, stage: int, next_block: int, blocks: dict[int, nn.Module], hidden: list[torch.Tensor] | None,
                   dense_hidden: list[torch.Tensor] | None, masks: dict[str, torch.Tensor],
-                  report: dict[str, Any], stage_state: dict[str, Any] | None = None) -> None:
-        """After a finished block (or chunk of blocks) of a walking stage."""
+                  report: dict[str, Any], stage_state: dict[str, Any] | None = None,
+                  block_masks: dict[int, dict[str, torch.Tensor]] | None = None) -> None:
+        """After a finished block (or chunk of blocks) of a walking stage; ``block_masks``: the masks of just these
+        blocks (written per block instead of all masks at every step)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         files = self.state["files"]
         for i, block in blocks.items():
@@ -161,7 +165,14 @@ class Checkpoint:
             _save_tensors(streams, self.dir / files["streams"])
         else:
             files["streams"] = None
-        self._save_masks(masks)
+        if block_masks is not None:  # only the masks of these blocks: a step writes what it changed
+            per_block = files.setdefault("block_masks", {})
+            for i, ms in block_masks.items():
+                if ms:
+                    per_block[str(i)] = self._name(f"masks-block-{i}")
+                    save_masks(ms, self.dir / per_block[str(i)])
+        else:
+            self._save_masks(masks)
         self.state.update(stage=stage, block=next_block, stage_state=stage_state or {})
         self._commit(report)
         for hook in AFTER_BLOCK:
@@ -186,6 +197,7 @@ class Checkpoint:
             name = self._name("masks")
             save_masks(masks, self.dir / name)
             self.state["files"]["masks"] = name
+            self.state["files"]["block_masks"] = {}  # the whole set supersedes the per-block files
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

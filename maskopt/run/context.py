@@ -84,4 +84,10 @@ class RunContext:
             self.stage_index, step.indices[-1] + 1, dict(zip(step.indices, step.blocks)),
             None if last else [b.hidden for b in inputs],
             None if last or dense_inputs is None else [b.hidden for b in dense_inputs],
-            self.masks, self.report.to_dict())
+            self.masks, self.report.to_dict(),
+            block_masks={i: {k: m for k, m in self._masks_raw() if k.startswith(f"{self.adapter.blocks}.{i}.")}
+                         for i in step.indices})
+
+    def _masks_raw(self):
+        """(name, mask) pairs without unpacking packed masks (the checkpoint writes them as they are)."""
+        return self.masks.packed_items() if hasattr(self.masks, "packed_items") else self.masks.items()
