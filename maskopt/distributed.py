@@ -71,6 +71,16 @@ def gather_rows(part: torch.Tensor, rows: int) -> torch.Tensor:
     return full.to(part.device, part.dtype)
 
 
+def all_values(x: int) -> list[int]:
+    """Every rank's ``x``, in rank order (a record of who did what)."""
+    if world() == 1:
+        return [int(x)]
+    t = torch.tensor([int(x)], dtype=torch.long)
+    bufs = [torch.empty_like(t) for _ in range(world())]
+    dist.all_gather(bufs, t)
+    return [int(b) for b in bufs]
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

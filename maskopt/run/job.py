@@ -141,7 +141,7 @@ def _streamed(stages: Sequence[Stage], inputs: JobInputs, config, kwargs: dict, 
     if other:
         raise ValueError(f"--stream runs {' and '.join(STREAMED_STAGES)}; {other[0]!r} needs the whole model in "
                          "memory (evaluate or recover the saved folder afterwards)")
-    if not any(s.name == "save" for s in stages):
+    if not any(s.name == "save" for s in stages) and distributed.is_main():
         raise ValueError("--stream writes its result as it goes: it needs an output folder (--out)")
     if "gguf_file" in kwargs:
         raise ValueError("--stream reads safetensors checkpoints; a .gguf is dequantized whole (convert it first)")
@@ -170,8 +170,11 @@ def existing_masks(path: str | Path, model: nn.Module, inputs: JobInputs) -> dic
 def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = None, resume: bool = True,
             report: RunReport | None = None, log: Log = print) -> RunReport:
     """Run ``stages`` on the model of ``inputs``; a save stage writes ``out``. Returns the report."""
-    if distributed.init_from_env() and not distributed.is_main():  # torchrun: rank 0 writes and reports
-        stages = [s for s in stages if not s.main_rank_only]
+    if distributed.init_from_env() and not distributed.is_main():
+        # torchrun: the ranks share the rows of every layer while pruning; what follows the last prune stage
+        # (recovery, evaluation, writing) runs once, on rank 0
+        last = max((i for i, s in enumerate(stages) if s.name == "prune"), default=-1)
+        stages = [s for s in stages[: last + 1] if not s.main_rank_only]
         log, inputs = (lambda _m: None), dataclasses.replace(inputs, progress=False)
     saves = [s for s in stages if s.name == "save"]
     if saves:
@@ -220,7 +223,6 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         if not resume:
             checkpoint.clear()
     result = run_stages(stages, ctx, checkpoint)
-    distributed.barrier()
     if checkpoint is not None:
         checkpoint.clear()
     return result

@@ -52,11 +52,14 @@ def solve_sharded(method, problem: LayerProblem) -> Solution:
     if n == 1 or not problem.pattern.rowwise or problem.rows < n:
         return method.solve(problem)
     sl = distributed.row_shard(problem.rows)
-    part = method.solve(LayerProblem(problem.W[sl], problem.G, problem.pattern, problem.sparsity,
-                                     name=problem.name, seed=problem.seed))
+    part = method.solve(LayerProblem(problem.W[sl], problem.G, problem.pattern, problem.sparsity, name=problem.name,
+                                     seed=problem.seed,
+                                     warm_mask=problem.warm_mask[sl] if problem.warm_mask is not None else None))
     mask = distributed.gather_rows(part.mask, problem.rows)
     weight = distributed.gather_rows(part.weight, problem.rows) if part.weight is not None else None
-    return Solution(mask, weight, {**part.info, "ranks": n, "info_of_rows": [sl.start, sl.stop]})
+    rows_by_rank = distributed.all_values(part.mask.shape[0])  # what each rank actually solved
+    return Solution(mask, weight, {**part.info, "ranks": n, "info_of_rows": [sl.start, sl.stop],
+                                   "rows_by_rank": rows_by_rank})
 
 
 @register_stage("prune")
@@ -180,7 +183,8 @@ class PruneStage(Stage):
         elif config.reference:
             rec.reference_error, rec.reference_relative_error = rec.error, rec.relative_error
         if certify_layer is not None:
-            rec.info["certificate"] = jsonable(certify_layer(problem, sol.mask, shift=config.certify_shift).as_dict())
+            rec.info["certificate"] = jsonable(certify_layer(problem, sol.mask, shift=config.certify_shift,
+                                                             weight=sol.weight).as_dict())
         apply_solution(adapter, module, problem, sol)
         rec.seconds = time.time() - t
         return rec, sol

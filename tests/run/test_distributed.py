@@ -20,12 +20,14 @@ def test_row_shards_cover_rows_in_order():
             assert max(sizes) - min(sizes) <= 1
 
 
-@pytest.mark.parametrize("method,pattern", [("wanda", "per_row"), ("sparseswaps", "per_row"), ("sparsegpt", "2:4")])
-def test_two_processes_equal_one(tmp_path, text_file, method, pattern):
+@pytest.mark.parametrize("method,pattern,extra", [("wanda", "per_row", []), ("sparseswaps", "per_row", []),
+                                                  ("sparsegpt", "2:4", ["--stream"]),
+                                                  ("sparsegpt", "per_row", ["--recover", "matrix"])])
+def test_two_processes_equal_one(tmp_path, text_file, method, pattern, extra):
     model = save_tiny("llama", tmp_path / "m")
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     common = ["prune", str(model), "--calib", str(text_file), "--nsamples", "8", "--seqlen", "16", "-q", "--no-eval",
-              "--method", method, "--pattern", pattern, "--threads", "1"]
+              "--method", method, "--pattern", pattern, "--threads", "1", *extra]
     one = subprocess.run([sys.executable, "-m", "maskopt", *common, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr
@@ -35,5 +37,14 @@ def test_two_processes_equal_one(tmp_path, text_file, method, pattern):
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = load_file(tmp_path / "one" / "maskopt_masks.safetensors"), load_file(tmp_path / "two" / "maskopt_masks.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    wa, wb = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    from maskopt.model.loading import load_model
+
+    wa, wb = load_model(tmp_path / "one")[0].state_dict(), load_model(tmp_path / "two")[0].state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the work was split: every layer's rows were solved half by each rank (sharding silently off would show one)
+    import json
+
+    layers = json.loads((tmp_path / "two" / "maskopt_report.json").read_text())["layers"]
+    for rec in layers:
+        rows = rec["shape"][0]
+        assert rec["info"]["rows_by_rank"] == [rows - rows // 2, rows // 2], rec["name"]
