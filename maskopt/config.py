@@ -28,7 +28,7 @@ class PruneConfig:
     offload: bool = True  # keep blocks on CPU, move one at a time to the device
     reference: str | None = "wanda"  # per-layer reference mask in the report
     certify: bool = False  # certified lower bound per layer (root relaxation)
-    certify_shift: str = "jacobi"  # cheap bound inline; 'rowwise' is tighter but ~30x slower
+    certify_shift: str = "opt"  # optimised layer shift (maskopt.certify.shift); 'jacobi' is cheaper and looser
     refit: bool = False  # least-squares update of the kept weights of every layer (closed form from G) after its mask
     allocation: str = "uniform"  # 'uniform', or 'owl' (outlier-weighted per-block sparsity, same global sparsity)
     owl_lambda: float = 0.08  # OWL: block sparsities spread over sparsity ± λ

@@ -41,6 +41,24 @@ class LayerRecord:
             return None
         return cert["lower_bound"] * self.relative_error / self.error
 
+    @property
+    def refit_lower_bound_relative(self) -> float | None:
+        """Certified lower bound on the best error any mask of the layer reaches with its kept weights re-solved
+        (the bound the shipped weights are compared with), relative to the dense energy."""
+        cert = self.info.get("certificate")
+        if not cert or cert.get("refit_lower_bound") is None or self.relative_error <= 0 or self.error <= 0:
+            return None
+        return cert["refit_lower_bound"] * self.relative_error / self.error
+
+
+def _gaps(cert: dict[str, Any] | None) -> str:
+    """'mask gap / shipped gap' of a certificate (– where absent)."""
+    if not cert:
+        return "–"
+    mask = f"{100 * cert['gap']:.1f}%" if cert.get("gap") is not None else "–"
+    shipped = f"{100 * cert['refit_gap']:.1f}%" if cert.get("refit_gap") is not None else "–"
+    return f"{mask} / {shipped}"
+
 
 @dataclass
 class RunReport:
@@ -139,11 +157,26 @@ class RunReport:
         if plot:
             lines += ["", f"![per-layer relative error]({plot})"]
         if self.layers:
-            lines += ["", "| layer | shape | kept | rel. error | Wanda rel. error | certified LB (rel.) | s |",
-                      "|---|---|---:|---:|---:|---:|---:|"]
+            certified = any(r.info.get("certificate") for r in self.layers)
+            lines += ["", "| layer | shape | kept | rel. error | Wanda rel. error | certified LB (rel.) | s |"
+                      + (" refit LB (rel.) | gap mask / shipped |" if certified else ""),
+                      "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if certified else "")]
             for r in self.layers:
                 lines.append(f"| {r.name} | {r.shape[0]}×{r.shape[1]} | {r.kept_fraction:.3f} | {r.relative_error:.4f} | "
-                             f"{_f(r.reference_relative_error, 4)} | {_f(r.lower_bound_relative, 4)} | {r.seconds:.2f} |")
+                             f"{_f(r.reference_relative_error, 4)} | {_f(r.lower_bound_relative, 4)} | {r.seconds:.2f} |"
+                             + (f" {_f(r.refit_lower_bound_relative, 4)} | {_gaps(r.info.get('certificate'))} |"
+                                if certified else ""))
+        if self.certificates:
+            rows = self.certificates
+            mean = lambda k: sum(c.get(k) or 0.0 for c in rows) / len(rows)  # noqa: E731
+            lines += ["", f"certified gaps: mean over {len(rows)} layers {100 * mean('gap'):.1f}% (mask) / "
+                      f"{100 * mean('refit_gap'):.1f}% (shipped weights vs the refit bound)", "",
+                      "| layer | rel. error of the mask | gap | shipped rel. error | refit LB (rel.) | shipped gap |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for c in rows:
+                lines.append(f"| {c.get('name')} | {_f(c.get('relative_error'), 4)} | {_f(100 * c['gap'], 1)}% | "
+                             f"{_f(c.get('shipped_relative_error'), 4)} | {_f(c.get('refit_lower_bound_relative'), 4)} | "
+                             + (f"{100 * c['refit_gap']:.1f}% |" if c.get("refit_gap") is not None else "– |"))
         if self.inputs:
             lines += ["", "## inputs", "", "```", json.dumps(self.inputs, indent=2, default=str), "```"]
         return "\n".join(lines) + "\n"
@@ -192,7 +225,9 @@ def plot_layers(report: RunReport, path: str | Path) -> bool:
     if any(r.reference_relative_error is not None for r in report.layers):
         series.append(("Wanda", [r.reference_relative_error or 0.0 for r in report.layers], "C1"))
     if any(r.lower_bound_relative is not None for r in report.layers):
-        series.append(("certified lower bound", [r.lower_bound_relative or 0.0 for r in report.layers], "C2"))
+        series.append(("certified lower bound (mask)", [r.lower_bound_relative or 0.0 for r in report.layers], "C2"))
+    if any(r.refit_lower_bound_relative is not None for r in report.layers):
+        series.append(("certified lower bound (refit)", [r.refit_lower_bound_relative or 0.0 for r in report.layers], "C3"))
     width = 0.8 / len(series)
     for j, (label, ys, color) in enumerate(series):
         ax.bar([i + (j - (len(series) - 1) / 2) * width for i in x], ys, width, label=label, color=color)

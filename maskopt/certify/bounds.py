@@ -51,6 +51,7 @@ class LayerCertificate:
     rows_optimal: int = 0  # of those, rows whose optimum was proven
     time: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] | None = field(default=None, repr=False)  # shifts, relaxed point, refit rows: to deepen it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -451,12 +452,15 @@ def certify_layer(
                                     dtype=dtype)
     state = info.pop("shift_state", None)
     bounds = bounds.cpu().clamp_min(0.0)  # err ≥ 0 always (G is a Gram matrix)
+    keep_state = {"shift": state, "mask_rows": bounds.clone()} if state is not None else None
     if refit:
         from .refit import refit_certificate  # noqa: PLC0415
 
         rb, rinfo = refit_certificate(problem, mask, weight, state, iterations=refit_iterations, dtype=dtype)
         info.update(rinfo)
         rb = rb.cpu().clamp_min(0.0)
+        if keep_state is not None:
+            keep_state["refit_rows"] = rb.clone()
         bounds = torch.maximum(bounds, rb) if problem.pattern.rowwise else torch.maximum(bounds.sum(), rb.sum()).reshape(1)
     rows_bnb: list[int] = []
     n_opt = 0
@@ -489,4 +493,5 @@ def certify_layer(
         rows_optimal=n_opt,
         time=time.perf_counter() - t0,
         info=info,
+        state=keep_state,
     )
