@@ -16,6 +16,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError, OSError)
 
 
+_O = dict(  # options that several commands share, declared once
+    device=typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
+    dtype=typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
+    save_dtype=typer.Option("auto", "--save-dtype", help="Dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32."),
+    threads=typer.Option(None, help="CPU threads (default: all cores)."),
+    trust_remote_code=typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run (auto_map). Off by default."),
+    overwrite=typer.Option(False, help="Replace --out if it is an earlier maskopt output (never a folder or file maskopt did not write)."),
+)
+
+
 def _fail(e: Exception) -> None:
     msg = str(e) or type(e).__name__
     if isinstance(e, OSError) and getattr(e, "filename", None) and e.filename not in msg:
@@ -110,7 +120,7 @@ def prune(
     seqlen: Optional[int] = typer.Option(None, help="Tokens per calibration window (default min(2048, model context))."),
     seed: int = typer.Option(0, help="Seed of the calibration window sampling."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (HF checkpoint + masks + maskopt_report.json/.md/.png). Written atomically."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it is an earlier maskopt output."),
+    overwrite: bool = _O["overwrite"],
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same command from its checkpoint (beside --out); --no-resume starts over."),
     eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Text file(s) for perplexity before and after. Default with the default model: english-heldout and WikiText-2."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip perplexity evaluation."),
@@ -130,11 +140,11 @@ def prune(
     perp: Optional[str] = typer.Option(None, help="Recovery (older form of --recover): norms_biases | masklora | scalelora."),
     perp_opt: Optional[List[str]] = typer.Option(None, "--perp-opt", help="Option KEY=VALUE of --perp (lr, steps, epochs, r, alpha, …)."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
-    save_dtype: str = typer.Option("auto", "--save-dtype", help="Dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run (auto_map). Off by default."),
+    device: Optional[str] = _O["device"],
+    dtype: str = _O["dtype"],
+    save_dtype: str = _O["save_dtype"],
+    threads: Optional[int] = _O["threads"],
+    trust_remote_code: bool = _O["trust_remote_code"],
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
     stream: bool = typer.Option(False, "--stream", help="Read one decoder block at a time from the checkpoint's safetensors and write the output as it goes: memory of about one block (prune and save only)."),
     dense: Optional[str] = typer.Option(None, "--dense", help="With --opt warm_start=existing: the dense model that MODEL (pruned elsewhere, e.g. by llm-compressor) was pruned from; MODEL's zeros are the masks to polish (default: the model its maskopt report names)."),
@@ -302,14 +312,14 @@ def run_cmd(
     recipe: Path = typer.Argument(..., help="Recipe file (YAML): calibration and a list of stages (see the README)."),
     model: Optional[str] = typer.Option(None, "--model", help="The model (default: the recipe's, else the tiny Llama in ../shared)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder of the save stage (default: the recipe's out)."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it is an earlier maskopt output."),
+    overwrite: bool = _O["overwrite"],
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same recipe."),
     save_recipe: Optional[Path] = typer.Option(None, "--save-recipe", help="Write the recipe as run (defaults filled in) to FILE."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
-    save_dtype: str = typer.Option("auto", "--save-dtype", help="Dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
+    device: Optional[str] = _O["device"],
+    dtype: str = _O["dtype"],
+    save_dtype: str = _O["save_dtype"],
+    threads: Optional[int] = _O["threads"],
+    trust_remote_code: bool = _O["trust_remote_code"],
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
 ) -> None:
     """Run a recipe: the stages of a YAML file (prune, recover, evaluate, certify, export, save) on a model."""
@@ -350,14 +360,14 @@ def recover(
     seed: int = typer.Option(0, help="Seed of the window sampling."),
     eval_text: Optional[List[str]] = typer.Option(None, "--eval-text", help="Perplexity before and after on these texts."),
     eval_max_windows: Optional[int] = typer.Option(None, help="Cap on evaluation windows per text (0 = whole text)."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it is an earlier maskopt output."),
+    overwrite: bool = _O["overwrite"],
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run of the same command."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
-    save_dtype: str = typer.Option("auto", "--save-dtype", help="Dtype of the saved model: auto (the checkpoint's own) | bfloat16 | float16 | float32."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
+    device: Optional[str] = _O["device"],
+    dtype: str = _O["dtype"],
+    save_dtype: str = _O["save_dtype"],
+    threads: Optional[int] = _O["threads"],
+    trust_remote_code: bool = _O["trust_remote_code"],
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
 ) -> None:
     """Recover quality of an already pruned model: reconstruction and/or PERP retraining; the mask is kept."""
@@ -414,12 +424,12 @@ def certify(
     time_budget: float = typer.Option(0.0, "--time-budget", help="Extra seconds spent deepening the bounds of the layers with the largest gaps (after the walk)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Also certify the shipped weights against the refit problem (mask chosen, kept weights re-solved)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the certificates as JSON to this file (never inside the pruned folder)."),
-    overwrite: bool = typer.Option(False, help="Replace --out if that file exists."),
+    overwrite: bool = typer.Option(False, help="Replace --out if that exact file exists."),
     batch_size: int = typer.Option(8, help="Calibration sequences per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
+    device: Optional[str] = _O["device"],
+    dtype: str = _O["dtype"],
+    threads: Optional[int] = _O["threads"],
+    trust_remote_code: bool = _O["trust_remote_code"],
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Certified lower bound on the best possible error of every layer, and the gap (err − LB) / err of its mask."""
@@ -479,10 +489,10 @@ def eval_cmd(
     text: Optional[List[str]] = typer.Option(None, "--text", help="Evaluation text file(s). Default: english-heldout and WikiText-2 in ../shared."),
     seqlen: Optional[int] = typer.Option(None, help="Window length (default min(2048, model context))."),
     max_windows: Optional[int] = typer.Option(None, help="Cap on windows per text (0 = whole text)."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda … (default: cuda if available)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Load and run the model in: auto (the checkpoint's own dtype) | bfloat16 | float16 | float32. Grams and solves are float32/float64 either way."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a model folder's own Python code to run."),
+    device: Optional[str] = _O["device"],
+    dtype: str = _O["dtype"],
+    threads: Optional[int] = _O["threads"],
+    trust_remote_code: bool = _O["trust_remote_code"],
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Zero-shot lm-eval tasks instead of perplexity, comma-separated, e.g. boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa."),
@@ -582,7 +592,7 @@ def export(
     fmt: str = typer.Option("cs256", "--format", "-f", help="hf | compressed-tensors | cs256."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
     opt: Optional[List[str]] = typer.Option(None, "--opt", help="Format option KEY=VALUE: cs256 g=8 quant=none|int8|int4 qgroup=32 pad=false min_sparsity=0.1; compressed-tensors layout=auto|bitmask|2:4."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    overwrite: bool = _O["overwrite"],
     as_json: bool = typer.Option(False, "--json", help="Print the export info as JSON."),
 ) -> None:
     """Write a pruned model in a serving format: compressed sparse tiles (cs256), compressed-tensors or HF."""
