@@ -130,3 +130,24 @@ def test_train_options(files, data):
 
 def teardown_module(module):  # the outputs of the valid examples
     shutil.rmtree(Path("outs"), ignore_errors=True)
+
+
+STAGE_NAMES = ["prune", "evaluate", "matrix", "masklora", "certify", "save", "export", "nope", ""]
+OPTION_VALUES = st.sampled_from([None, 0, -1, 1.5, "abc", [], {}, [1], {"a": 1}, True, "2:4", "wanda", "nan"])
+OPTION_KEYS = st.sampled_from(["method", "sparsity", "pattern", "steps", "lr", "texts", "label", "format", "out",
+                               "targets", "ignore", "iterations", "wat", "nsamples"])
+
+
+@SETTINGS
+@given(stages=st.lists(st.tuples(st.sampled_from(STAGE_NAMES), st.dictionaries(OPTION_KEYS, OPTION_VALUES, max_size=2)),
+                       max_size=3),
+       calib=st.dictionaries(st.sampled_from(["nsamples", "seqlen", "seed", "tokens"]),
+                             st.sampled_from([0, -1, 8, "x", None]), max_size=2))
+def test_run_recipes(files, stages, calib):
+    import yaml
+
+    recipe = files / "outs" / f"{uuid.uuid4().hex[:8]}.yaml"
+    recipe.parent.mkdir(exist_ok=True)
+    recipe.write_text(yaml.safe_dump({"calibration": {"texts": [str(files / "calib.txt")], "seqlen": 16, **calib},
+                                      "stages": [{n: o} for n, o in stages]}))
+    check(["run", str(recipe), "--model", str(files / "model"), "--out", fresh(files), "-q"])
