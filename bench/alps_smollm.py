@@ -10,12 +10,14 @@ rebuilt after each. Methods take options as 'alps:key=value,...'; 'NAME+refit' a
 'NAME+owl' the OWL allocation of the sparsity over the blocks (e.g. 'alps+owl:final=damped').
 
     .venv/bin/python bench/alps_smollm.py --threads 1 --settings 50%:unstructured 70%:unstructured --methods sparsegpt alps
+    .venv/bin/python bench/alps_smollm.py --threads 1 --settings 2:4 60%:per_row --methods sparsegpt alps
     .venv/bin/python bench/alps_smollm.py --table
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -49,7 +51,10 @@ def child(a: argparse.Namespace) -> None:
     row = {"method": a.method, "setting": a.setting, "threads": a.threads,
            "calibration": f"{a.nsamples}x{a.seqlen}", "eval_windows": int(windows.shape[0])}
     if a.method != "dense":
-        sp, _, pattern = a.setting.partition(":")
+        if re.fullmatch(r"\d+:\d+", a.setting):  # N:M (its sparsity is 1 − N/M)
+            sp, pattern = "50%", a.setting
+        else:
+            sp, _, pattern = a.setting.partition(":")
         name, _, opts = a.method.partition(":")
         flags = name.split("+")[1:]
         cfg = PruneConfig(method=name.split("+")[0], sparsity=float(sp.rstrip("%")) / 100,
