@@ -194,7 +194,7 @@ class BlockWalker:
         resume_hidden: Sequence[torch.Tensor] | None = None,
         resume_dense_hidden: Sequence[torch.Tensor] | None = None, desc: str = "blocks", progress: bool = True,
         on_step_done: Callable[[BlockStep, list[Batch], list[Batch] | None], None] | None = None,
-        source=None,
+        source=None, dense_source=None,
     ):
         if stride < 1:
             raise ValueError(f"stride must be ≥ 1, got {stride}")
@@ -208,10 +208,11 @@ class BlockWalker:
         self.resume_hidden, self.resume_dense_hidden = resume_hidden, resume_dense_hidden
         self.desc, self.progress, self.on_step_done = desc, progress, on_step_done
         self.source = source  # a StreamedModel: blocks are read before their step and given back after it
-        if source is not None:
-            if dense_model is not None:
-                raise ValueError("a streamed walk carries no dense model (yet)")
-            self.offload = True  # never move the whole (meta) model: blocks are placed one step at a time
+        self.dense_source = dense_source if dense_model is not None else None  # the same for the dense reference
+        if dense_model is not None and dense_source is not None and dense_model is not dense_source.model:
+            raise ValueError("the dense source streams another model than the dense model given")
+        if source is not None or self.dense_source is not None:
+            self.offload = True  # never move a whole (meta) model: blocks are placed one step at a time
         self.n_blocks = len(adapter.get_blocks(model))
         if dense_model is not None and len(adapter.get_blocks(dense_model)) != self.n_blocks:
             raise ValueError(f"the model has {self.n_blocks} blocks, the dense model "
@@ -258,8 +259,9 @@ class BlockWalker:
             self.bar = tqdm(starts, desc=self.desc, disable=not self.progress, initial=0, unit="block")
             for s in self.bar:
                 idx = list(range(s, min(s + self.stride, self.n_blocks)))
-                for i in idx if self.source is not None else ():
-                    self.source.load(i)
+                for src in (self.source, self.dense_source):
+                    for i in idx if src is not None else ():
+                        src.load(i)
                 step = BlockStep(idx, [blocks[i] for i in idx], inputs,
                                  [dblocks[i] for i in idx] if dblocks is not None else None, dense_inputs)
                 self._place(step.blocks + (step.dense_blocks or []), self.device)
@@ -275,11 +277,14 @@ class BlockWalker:
                     self._place(step.blocks + (step.dense_blocks or []), "cpu")
                 if self.on_step_done is not None:
                     self.on_step_done(step, inputs, dense_inputs)
-                for i in idx if self.source is not None else ():
-                    self.source.release(i)
+                for src in (self.source, self.dense_source):
+                    for i in idx if src is not None else ():
+                        src.release(i)
         finally:
-            if self.offload and self.source is None:
+            if self.offload:
                 for m in self._models():
+                    if (m is self.model and self.source is not None) or (m is self.dense_model and self.dense_source):
+                        continue  # a skeleton: its blocks went back to the meta device
                     m.to("cpu")
                     if hasattr(m, "tie_weights"):
                         m.tie_weights()

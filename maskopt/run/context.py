@@ -33,6 +33,7 @@ class RunContext:
     warm_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name → existing mask (rows × d) to polish
     save_dtype: torch.dtype | None = None  # the dtype the save stage writes (None: the model's as it is)
     stream: Any = None  # a StreamedModel: ``model`` is its skeleton, blocks are read one walk step at a time
+    dense_stream: Any = None  # a StreamedModel of the dense checkpoint: ``dense`` is its skeleton (never a copy)
     batch_size: int = 8
     offload: bool = True
     progress: bool = True
@@ -75,6 +76,8 @@ class RunContext:
             opts["on_step_done"] = self._step_done
         if self.stream is not None:
             opts["source"] = self.stream
+        if self.dense_stream is not None:
+            opts["dense_source"] = self.dense_stream
         return opts
 
     def _step_done(self, step: BlockStep, inputs: list[Batch], dense_inputs: list[Batch] | None) -> None:

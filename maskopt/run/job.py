@@ -128,6 +128,25 @@ def context(stages: Sequence[Stage], model: nn.Module, tokenizer, inputs: JobInp
                       out=Path(out) if out is not None else None, input_paths=inputs.paths())
 
 
+def _files_digest(reader) -> str:
+    return hashlib.sha256("".join(file_digest(f) for f in reader.shard_files()).encode()).hexdigest()
+
+
+def _dense_stream(path: str | Path, inputs: JobInputs, dtype: torch.dtype):
+    """The dense reference as a StreamedModel (its blocks read from its checkpoint when a walk needs them, never a
+    copy of the whole model), when ``path`` is a local safetensors folder; None otherwise (a GGUF or a hub id:
+    the reference is then loaded or copied whole)."""
+    from ..model.streaming import StreamedModel  # noqa: PLC0415
+
+    p = Path(path)
+    if not (p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors"))):
+        return None
+    config, kwargs, folder = load_config(p, trust_remote_code=inputs.trust_remote_code)
+    if "gguf_file" in kwargs or getattr(config, "auto_map", None):
+        return None
+    return StreamedModel(folder, config, dtype)
+
+
 STREAMED_STAGES = ("prune", "save")
 
 
@@ -193,21 +212,27 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
     if inputs.stream:
         stream, tokenizer = _streamed(stages, inputs, config, kwargs, path)
         model = stream.model
-        model_digest = hashlib.sha256("".join(file_digest(f) for f in stream.reader.shard_files()).encode()).hexdigest()
+        model_digest = _files_digest(stream.reader)
     else:
         model, tokenizer = load_model(inputs.model, resolve_dtype(inputs.dtype, config) if "gguf_file" not in kwargs
                                       else resolve_dtype(inputs.dtype), trust_remote_code=inputs.trust_remote_code,
                                       progress=inputs.progress)
         model_digest = tensor_digest(model.state_dict().items())
-    dense = None
-    if inputs.dense is not None and any(s.needs_dense for s in stages):
-        dense = load_model(inputs.dense, next(model.parameters()).dtype, trust_remote_code=inputs.trust_remote_code,
-                           progress=inputs.progress)[0]
+    dense = dense_stream = None
+    if any(s.needs_dense for s in stages):
+        dtype = stream.dtype if stream is not None else next(model.parameters()).dtype
+        dense_stream = _dense_stream(inputs.dense if inputs.dense is not None else inputs.model, inputs, dtype)
+        if dense_stream is not None:
+            dense = dense_stream.model
+        elif inputs.dense is not None:
+            dense = load_model(inputs.dense, dtype, trust_remote_code=inputs.trust_remote_code,
+                               progress=inputs.progress)[0]
     masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
     if stream is not None:
         masks = PackedMasks(masks)
     ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=masks, report=report, out=out, log=log)
-    ctx.stream = stream
+    ctx.stream, ctx.dense_stream = stream, dense_stream
+    ctx.report.inputs["dense_streamed"] = dense_stream is not None
     ctx.save_dtype = resolve_dtype(inputs.save_dtype) if inputs.save_dtype != "auto" else own
     ctx.report.inputs.update(dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
                              checkpoint_dtype=str(own).replace("torch.", ""))
@@ -216,7 +241,8 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         ctx.report.inputs["warm_from"] = _describe_path(inputs.warm_from)
     checkpoint = None
     if saves:
-        dense_digest = tensor_digest(dense.state_dict().items()) if dense is not None else None
+        dense_digest = (_files_digest(dense_stream.reader) if dense_stream is not None
+                        else tensor_digest(dense.state_dict().items()) if dense is not None else None)
         warm_digest = tensor_digest(sorted(ctx.warm_masks.items())) if ctx.warm_masks else None
         checkpoint = Checkpoint(out, _fingerprint(stages, model_digest, ctx.windows, ctx.device,
                                                   {"dense": dense_digest, "warm": warm_digest}))

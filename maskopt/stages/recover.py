@@ -25,6 +25,8 @@ def train_in_float32(ctx) -> None:
         if m is not None and next(m.parameters()).dtype != torch.float32:
             ctx.log(f"recovery: training in float32 (the model was loaded in {next(m.parameters()).dtype})")
             m.float()
+    if ctx.dense_stream is not None:
+        ctx.dense_stream.dtype = torch.float32  # its blocks are read in the training dtype too
 
 
 class ReconstructStage(Stage):
