@@ -113,12 +113,11 @@ class GramCollector:
         def hook(_module: nn.Module, args: tuple) -> None:
             x = args[0].detach()
             x = x.reshape(-1, x.shape[-1]).to(torch.float32)
-            g = (x.T @ x).to(torch.float64)
-            if name in self.grams:
-                self.grams[name] += g
+            if name in self.grams:  # added in float64 element by element: no d × d float64 temporary
+                self.grams[name].add_(x.T @ x)
                 self.tokens[name] += x.shape[0]
             else:
-                self.grams[name] = g
+                self.grams[name] = (x.T @ x).to(torch.float64)
                 self.tokens[name] = x.shape[0]
 
         return hook
