@@ -1,6 +1,8 @@
-"""Refit-aware swaps: 1-swap refinement of a warm-start mask where every swap is priced with the optimal refit of the
-kept weights (maskopt.solve.refit_swaps), so the mask is optimized for the error the layer has after its least-squares
-update, E(S) = w_Pᵀ (G_PP − G_PS G_SS⁻¹ G_SP) w_P, not for the mask alone (SparseSwaps).
+"""Refit-aware swaps: 1-swaps of a warm-start mask, each priced with the optimal refit of the kept weights.
+
+Every swap's exact change of the error after the least-squares update of the kept set S,
+E(S) = w_Pᵀ (G_PP − G_PS G_SS⁻¹ G_SP) w_P, comes from rank-one updates (maskopt.solve.refit_swaps), so the mask is
+optimized for the error the layer has with its refit weights, not for the mask alone (SparseSwaps).
 
 Needs a pattern with the same count in every row (per_row, N:M, cs256). The warm start is any registered method
 (ALPS by default). Returns the mask and its optimal kept weights; the error never exceeds the warm start's after
@@ -23,7 +25,7 @@ from .registry import check_warm_start, get_method, register
 @register("refitswaps")
 @dataclass
 class RefitSwaps:
-    warm_start: str = "alps"
+    warm_start: str = "alps"  # method whose mask the swaps start from
     warm_options: dict[str, Any] = field(default_factory=dict)  # options of the warm-start method
     max_iter: int | None = None  # most swaps per row; None (or < 0): until every row is 1-swap optimal or stopped by tol
     tol: float = 1e-5  # a row stops when its best swap lowers the error by less than tol · (mean refit error of the rows)
