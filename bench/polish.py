@@ -1,0 +1,67 @@
+"""Polish a model pruned by another tool: its zeros as the warm start of SparseSwaps (+ refit), every row keeping
+its count; scored before and after with protocol v2 (same windows, paired bootstrap of the difference).
+
+    .venv/bin/python bench/polish.py --peer ~/.cache/maskopt/peer-models/llmc-sparsegpt-50% --name llmc-sparsegpt-50%
+
+Rows: bench/results/polish_smollm.jsonl (+ .md). The peer folder comes from bench/peers/run.py (llm-compressor run
+in its own environment on the protocol's calibration token ids).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, ROOT, model_path
+
+ROWS = RESULTS / "polish_smollm.jsonl"
+
+
+def score(folder: Path, out: Path, threads: int, zeroshot_limit: int | None) -> dict:
+    cmd = [sys.executable, str(ROOT / "bench" / "protocol.py"), "score", str(folder), "--json", str(out), "--threads",
+           str(threads)] + (["--zeroshot-limit", str(zeroshot_limit)] if zeroshot_limit else ["--no-zeroshot"])
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from protocol import compare, write_splits  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peer", type=Path, required=True, help="the pruned folder of the other tool")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--method", default="sparseswaps")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--zeroshot-limit", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "maskopt" / "polish")
+    a = ap.parse_args()
+    out = a.work / f"{a.name}-polished"
+    a.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "maskopt", "prune", str(a.peer), "--dense", str(model_path("smollm")), "--method",
+           a.method, "--opt", "warm_start=existing", "--refit", "--calib", write_splits()["calib"], "--nsamples",
+           "128", "--seqlen", "256", "--no-eval", "-q", "--threads", str(a.threads), "--out", str(out), "--overwrite"]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    seconds = time.time() - t0
+    before = score(a.peer, a.work / f"{a.name}-before.json", a.threads, a.zeroshot_limit)
+    after = score(out, a.work / f"{a.name}-after.json", a.threads, a.zeroshot_limit)
+    report = json.loads((out / "maskopt_report.json").read_text())
+    layers = report["layers"]
+    row = {"peer": a.name, "method": a.method, "polish_s": seconds,
+           "layer_error_before": sum(r["info"]["warm_error"] for r in layers),
+           "layer_error_after": sum(r["error"] for r in layers),
+           "sparsity": report["sparsity"],
+           "before": {k: before[k]["ppl"] for k in ("wikitext", "heldout", "tune") if k in before},
+           "after": {k: after[k]["ppl"] for k in ("wikitext", "heldout", "tune") if k in after},
+           "paired": {k: compare(after, before, k) for k in ("wikitext", "heldout") if k in before and k in after}}
+    with open(ROWS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()
