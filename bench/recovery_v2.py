@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, SHARED, model_path, run_child
+from common import RESULTS, ROOT, SHARED, model_path
 
 JSONL = RESULTS / "recovery_v2.jsonl"
 V2_ROWS = RESULTS / "smollm_v2.jsonl"
@@ -57,6 +57,7 @@ MASKS = {"sparsegpt-50": "smollm-sparsegpt-50_-uniform-refitno-128x256-v2",
 V2_METHOD = {"sparsegpt-50": ("sparsegpt", "50%"), "wanda-50": ("wanda", "50%"), "dense": ("dense", "–")}
 EN_CALIB = SHARED / "data" / "english-calib" / "calib.txt"
 SEQLEN = 256
+MICRO_BATCH = 2  # distillation: windows per forward/backward (gradients accumulated over the batch of 8)
 LEVELS = ("tune", "ppl", "full")
 
 
@@ -139,7 +140,7 @@ def kd_retrain(model, teacher, windows, spec: str, masks: dict, log) -> dict:
     from maskopt.recover.config import PERPConfig  # noqa: PLC0415
     from maskopt.recover.lora import KINDS, attach_lora, merge_lora  # noqa: PLC0415
     from maskopt.recover.params import frozen, norm_and_bias_params, weights_of  # noqa: PLC0415
-    from maskopt.recover.perp import _lr_lambda  # noqa: PLC0415
+    from maskopt.recover.perp import _lr_lambda, _set_checkpointing, _unset_checkpointing  # noqa: PLC0415
 
     mode, _, opts = spec.partition(":")
     kv = parse_kv(opts.split(",")) if opts else {}
@@ -162,6 +163,7 @@ def kd_retrain(model, teacher, windows, spec: str, masks: dict, log) -> dict:
             params += attach_lora(linears, mode, cfg.r, cfg.alpha, masks)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup))
+        ckpt = _set_checkpointing(model, True)  # activation checkpointing always: same numbers, less memory
         model.train()
         step = 0
         while step < total:
@@ -170,16 +172,20 @@ def kd_retrain(model, teacher, windows, spec: str, masks: dict, log) -> dict:
                 if step >= total:
                     break
                 batch = windows[perm[s : s + cfg.batch_size]]
-                with torch.no_grad():
-                    t_logp = F.log_softmax(teacher(input_ids=batch, use_cache=False).logits.float() / temp, -1)
-                out = model(input_ids=batch, labels=batch if lm_weight else None, use_cache=False)
-                s_logp = F.log_softmax(out.logits.float() / temp, -1)
-                kd = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * temp ** 2
-                loss = kd if not lm_weight else (1 - lm_weight) * kd + lm_weight * out.loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"KD loss became {loss.item()} at step {step}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_sum = 0.0
+                for mb in batch.split(MICRO_BATCH):  # gradient accumulation: the batch's mean loss, less memory
+                    with torch.no_grad():
+                        t_logp = F.log_softmax(teacher(input_ids=mb, use_cache=False).logits.float() / temp, -1)
+                    out = model(input_ids=mb, labels=mb if lm_weight else None, use_cache=False)
+                    s_logp = F.log_softmax(out.logits.float() / temp, -1)
+                    kd = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * temp ** 2
+                    loss = kd if not lm_weight else (1 - lm_weight) * kd + lm_weight * out.loss
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"KD loss became {loss.item()} at step {step}")
+                    (loss * mb.shape[0] / batch.shape[0]).backward()
+                    loss_sum += loss.item() * mb.shape[0] / batch.shape[0]
+                    del t_logp, s_logp, out, kd, loss
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
@@ -187,9 +193,11 @@ def kd_retrain(model, teacher, windows, spec: str, masks: dict, log) -> dict:
                     apply_masks(weights_of(linears), masks)
                 sched.step()
                 step += 1
-                losses.append(loss.item())
+                losses.append(loss_sum)
                 if step % 4 == 0 or step == total:
                     log(f"kd step {step}/{total}: loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)")
+        if ckpt:
+            _unset_checkpointing(model)
         merge_lora(linears, keep=True)
         apply_masks(weights_of(linears), masks)
         for p in params:
@@ -197,7 +205,8 @@ def kd_retrain(model, teacher, windows, spec: str, masks: dict, log) -> dict:
     k = max(1, len(losses) // 10)
     return {"kd": {"mode": mode, "steps": len(losses), "tokens": len(losses) * cfg.batch_size * windows.shape[1],
                    "seconds": time.time() - t0, "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
-                   "lm_weight": lm_weight, "temperature": temp, "config": cfg.to_dict()}}
+                   "lm_weight": lm_weight, "temperature": temp, "grad_checkpointing": True,
+                   "config": cfg.to_dict()}}
 
 
 # ---- one row ---------------------------------------------------------------------------------------------------
@@ -224,6 +233,7 @@ def child(a: argparse.Namespace) -> None:
     from maskopt.model.adapters import get_adapter
     from maskopt.model.loading import load_model
     from maskopt.report import peak_memory_mb
+    from maskopt.recover.config import PERP_MODES
     from maskopt.run.job import run_on
     from maskopt.stages import make_stage
 
@@ -250,7 +260,10 @@ def child(a: argparse.Namespace) -> None:
             windows = make_data(a.data, tok, dense if dense is not None else model)
             log(f"{key}: {windows.shape[0]} windows × {windows.shape[1]}")
             if a.objective == "lm":
-                stages = [make_stage(r, "recover") for r in a.recover.split("+")]
+                # activation checkpointing in every PERP stage: the same numbers with a third of the memory
+                # (this machine's RAM is shared with other jobs); recorded in the row's train config
+                stages = [make_stage(r, "recover", {"grad_checkpointing": True} if r.split(":")[0] in PERP_MODES
+                                     else None) for r in a.recover.split("+")]
                 rep = run_on(stages, model, tok, windows, dense=dense, masks=masks, progress=False, log=log)
                 train = {k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in rep.recovery.items()}
             else:
@@ -396,6 +409,24 @@ row on shared cores: times are pessimistic.
 """
 
 
+def run_child(args: list[str], key: str) -> dict:
+    """This script with --child ARGS in a fresh interpreter, its stderr streamed to CACHE/logs/<key>.log (progress
+    of long rows); its last stdout line is the row."""
+    import subprocess  # noqa: PLC0415
+
+    logs = CACHE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    with (logs / (folder_of(key).name + ".log")).open("a") as err:
+        out = subprocess.run([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, stderr=err,
+                             text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args} failed with exit code {out.returncode} (log: {err.name})")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["process_seconds"] = time.time() - t
+    return res
+
+
 def append_row(row: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with JSONL.open("a") as f:
@@ -441,7 +472,7 @@ def main() -> None:
                             data if rec != "none" else "–", "--eval", a.eval, "--zeroshot-limit",
                             str(a.zeroshot_limit), "--threads", str(a.threads)]
                     try:
-                        row = run_child(__file__, args)
+                        row = run_child(args, key)
                     except RuntimeError as e:
                         print(f"FAILED {key}: {e}", file=sys.stderr, flush=True)
                         continue
