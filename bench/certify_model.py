@@ -55,6 +55,7 @@ def run(name: str, pruned: str, shift: str, budget: float, threads: int, extra: 
         "wall_s": wall, "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
         "bound_s": sum(r.get("time", 0.0) for r in rows), "load_before": load0, "load_after": os.getloadavg()[0],
         "command": " ".join(cmd[1:]).replace(str(out), "FILE"), "certificates": rows,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     with JSONL.open("a") as f:
@@ -69,12 +70,12 @@ def table() -> None:
              "Mean over layers of the certified gap (err − LB)/err of the mask (mask problem) and of the shipped weights "
              "against the refit bound; wall = the whole command (loading, calibration walk, bounds) on the shared 2-core "
              "machine (load average before → after). Command: `.venv/bin/python bench/certify_model.py ...`; table: `--table`.", "",
-             "| run | shift | budget s | threads | layers | mean gap (mask) | mean gap (shipped vs refit) | wall s | CPU s | load |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| run | shift | budget s | threads | layers | mean gap (mask) | mean gap (shipped vs refit) | wall s | CPU s | load | commit |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in recs:
         lines.append(f"| {r['name']} | {r['shift']} | {r['time_budget']:g} | {r['threads']} | {r['layers']} | "
                      f"{pct(r['mean_gap'])} | {pct(r['mean_refit_gap'])} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
-                     f"{r['load_before']:.1f} → {r['load_after']:.1f} |")
+                     f"{r['load_before']:.1f} → {r['load_after']:.1f} | {r.get('commit', '')} |")
     kinds = list(dict.fromkeys(k for r in recs for k in r["gap_by_kind"]))
     lines += ["", "Mean gap by layer kind (mask / shipped):", "",
               "| run | shift | budget s | " + " | ".join(kinds) + " |", "|---|---|---:|" + "---:|" * len(kinds)]
