@@ -113,7 +113,12 @@ def run(model: str, path: Path, method: str, stream: bool, nsamples: int, seqlen
             "threads": threads, "peak_rss_mb": rss_kb / 1024, "wall_s": wall, "prune_s": report["prune_seconds"],
             "solve_s_per_block": sum(blocks.values()) / max(len(blocks), 1),
             "checkpoint_gb": sum(f.stat().st_size for f in path.glob("*.safetensors")) / 2**30,
-            "output": str(out)}
+            "output": str(out), "code": _code()}
+
+
+def _code() -> str:
+    p = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return p.stdout.strip() or "?"
 
 
 def bit_identical(a: Path, b: Path) -> bool:
@@ -126,19 +131,120 @@ def bit_identical(a: Path, b: Path) -> bool:
     return same and (a / "maskopt_masks.safetensors").read_bytes() == (b / "maskopt_masks.safetensors").read_bytes()
 
 
+PROJECT = {  # the shapes a user prunes next: (hidden, MLP, blocks, KV heads × head dim)
+    "Llama-2-7B": (4096, 11008, 32, 4096),
+    "Llama-3.1-70B": (8192, 28672, 80, 1024),
+}
+GPU_FLOPS = 50e12  # assumption: sustained float32 matmul rate of one H100 (67 TFLOP/s peak, TF32 off)
+
+
+def block_flops(hidden: int, mlp: int, kv: int, tokens: int) -> dict:
+    """FLOPs of one decoder block of a sequential prune: two forward passes over the calibration tokens (collect,
+    then propagate the pruned outputs), the Grams (2·T·d² per distinct input: attention input, o_proj input, MLP
+    input, down_proj input) and a SparseGPT-type solve (d³ factorization + rows·d² update per Linear)."""
+    shapes = [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden), (mlp, hidden), (mlp, hidden), (hidden, mlp)]
+    params = sum(o * i for o, i in shapes)
+    return {"forward": 2 * 2 * tokens * params, "gram": 2 * tokens * (3 * hidden**2 + mlp**2),
+            "solve": sum(i**3 + 2 * o * i**2 for o, i in shapes)}
+
+
+def cpu_flops() -> float:
+    """float32 matmul FLOP/s of one thread here (median of 5 products of 2048²)."""
+    import torch
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    ts = []
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
+    return 2 * 2048**3 / sorted(ts)[2]
+
+
+def floor_rss_mb() -> float:
+    """Peak RSS of an interpreter that only imports what a prune imports (torch, transformers, maskopt)."""
+    p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", "import torch, transformers, maskopt.cli, "
+                        "maskopt.run.job, maskopt.model.streaming"], capture_output=True, text=True, cwd=ROOT)
+    return int(next(ln for ln in p.stderr.splitlines() if "Maximum resident set size" in ln).split()[-1]) / 1024
+
+
+def block_budget_mb(r: dict) -> float:
+    """One block in float32 + its Grams (float64) + the calibration activations (input and output of the block)."""
+    h, m = r["hidden"], r["mlp"]
+    kv = r.get("kv", _kv(r["model"]))
+    params = 2 * h * h + 2 * kv * h + 3 * h * m
+    return (4 * params + 8 * (3 * h * h + m * m) + 2 * 4 * r["nsamples"] * r["seqlen"] * h) / 2**20
+
+
+def _kv(model: str) -> int:
+    if model == "smollm2-135m":
+        return 192
+    c = CONFIGS[model]
+    return c["num_key_value_heads"] * c["hidden_size"] // c["num_attention_heads"]
+
+
+def projection(rows: list[dict]) -> list[str]:
+    """Per-block seconds of 7 B / 70 B, from the FLOP rates this machine reached in the measured rows."""
+    flops_rows = [r for r in rows if r.get("kind") == "cpu_flops"]
+    runs = [r for r in rows if "peak_rss_mb" in r and r.get("stream")]
+    if not flops_rows or not runs:
+        return []
+    core = flops_rows[-1]["flops"]
+    big = max(runs, key=lambda r: r["checkpoint_gb"])  # the rate of the walk (forward + Grams + I/O) from the largest
+    fb = block_flops(big["hidden"], big["mlp"], _kv(big["model"]), big["nsamples"] * big["seqlen"])
+    walk_s = (big["prune_s"] - big["solve_s_per_block"] * big["blocks"]) / big["blocks"]
+    walk_rate = (fb["forward"] + fb["gram"]) / walk_s
+    sg = [r for r in runs if r["method"] == "sparsegpt"]
+    solver = max(sg, key=lambda r: r["checkpoint_gb"]) if sg else None
+    solve_rate = block_flops(solver["hidden"], solver["mlp"], _kv(solver["model"]), 0)["solve"] / \
+        solver["solve_s_per_block"] if solver else None
+    out = ["", "## Projection to 7 B and 70 B (SparseGPT, 128 × 2048 calibration tokens)", "",
+           f"Rates measured here: the walk (two forward passes + Grams + block I/O) of {big['model']} ran at "
+           f"{walk_rate / 1e9:.1f} GFLOP/s, the SparseGPT solve of {solver['model'] if solver else '—'} at "
+           f"{(solve_rate or 0) / 1e9:.1f} GFLOP/s; one core's float32 matmul peak here {core / 1e9:.1f} GFLOP/s. "
+           f"**Assumption**: one H100 sustains {GPU_FLOPS / 1e12:.0f} TFLOP/s on both (float32, TF32 off), i.e. "
+           f"{GPU_FLOPS / core:.0f}× one core here; I/O, Python and launch overheads are not modelled on the GPU, so "
+           "the GPU column is a lower bound.", "",
+           "| model | blocks | walk s / block (here, 1 core) | solve s / block (here, 1 core) | whole prune here | whole prune, one H100 (assumed rate) | dominant stage |",
+           "|---|---:|---:|---:|---:|---:|---|"]
+    for name, (h, m, n, kv) in PROJECT.items():
+        f = block_flops(h, m, kv, 128 * 2048)
+        walk, solve = (f["forward"] + f["gram"]) / walk_rate, f["solve"] / (solve_rate or walk_rate)
+        gpu = n * (f["forward"] + f["gram"] + f["solve"]) / GPU_FLOPS
+        dom = "walk (forward + Grams)" if walk > solve else "solve"
+        out.append(f"| {name} | {n} | {walk:.0f} | {solve:.0f} | {n * (walk + solve) / 3600:.1f} h | "
+                   f"{gpu / 60:.1f} min | {dom} ({max(walk, solve) / (walk + solve):.0%}) |")
+    return out
+
+
 def table() -> None:
     rows = [json.loads(x) for x in ROWS.read_text().splitlines() if x.strip()]
-    lines = ["| model | method | mode | hidden × blocks | checkpoint GB | peak RSS MB | prune s | solve s / block | calibration |",
-             "|---|---|---|---|---:|---:|---:|---:|---|"]
+    lines = ["# Streamed pruning: peak memory and time per block", "",
+             "Random-weight checkpoints with the published shapes (bf16), real SmolLM2-135M; one thread; peak RSS of "
+             "the whole process (/usr/bin/time); *budget* = one block in float32 + its Grams in float64 + the "
+             "calibration activations (the issue's target: peak ≤ 1.5 × budget). Rows with an older code version "
+             "are kept (see `code`). Command: `.venv/bin/python bench/scale_memory.py --models ... --methods ...`; "
+             "table and plot: `--table`.", "",
+             "| model | method | mode | hidden × blocks | checkpoint GB | peak RSS MB | budget MB | peak / budget | (peak − floor) / budget | prune s | solve s / block | walk s / block | calibration | code |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    floors = [r["floor_rss_mb"] for r in rows if r.get("kind") == "cpu_flops"]
+    floor = floors[-1] if floors else 0.0
     for r in rows:
-        if r.get("kind") == "identity":
+        if "peak_rss_mb" not in r:
             continue
+        b = block_budget_mb(r)
+        walk = (r["prune_s"] - r["solve_s_per_block"] * r["blocks"]) / r["blocks"]
         lines.append(f"| {r['model']} | {r['method']} | {'streamed' if r['stream'] else 'in memory'} | "
-                     f"{r['hidden']} × {r['blocks']} | {r['checkpoint_gb']:.2f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['prune_s']:.0f} | {r['solve_s_per_block']:.1f} | {r['nsamples']} × {r['seqlen']} |")
+                     f"{r['hidden']} × {r['blocks']} | {r['checkpoint_gb']:.2f} | {r['peak_rss_mb']:.0f} | {b:.0f} | "
+                     f"{r['peak_rss_mb'] / b:.2f} | {(r['peak_rss_mb'] - floor) / b:.2f} | {r['prune_s']:.0f} | {r['solve_s_per_block']:.1f} | {walk:.1f} | "
+                     f"{r['nsamples']} × {r['seqlen']} | {r.get('code', 'before 862c0b7')} |")
     for r in rows:
         if r.get("kind") == "identity":
             lines.append(f"\n{r['model']} {r['method']}: streamed = in memory, bit for bit: **{r['identical']}**")
+    lines += [f"\nfloor = {floor:.0f} MB: the peak RSS of an interpreter that only imports torch, transformers and "
+              "maskopt (`--cpu-flops` measures it)."] if floors else []
+    lines += projection(rows)
     (RESULTS / "scale_memory.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -168,9 +274,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--identity", action="store_true", help="SmolLM2-135M: streamed vs in memory, bit for bit")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--cpu-flops", action="store_true", help="append this machine's one-thread matmul rate")
     a = ap.parse_args()
     if a.table:
         return table()
+    if a.cpu_flops:
+        return _append({"kind": "cpu_flops", "flops": cpu_flops(), "threads": 1, "floor_rss_mb": floor_rss_mb()})
     if a.identity:
         path = model_path("smollm")
         for method in a.methods:
