@@ -146,7 +146,7 @@ def prune(
     threads: Optional[int] = _O["threads"],
     trust_remote_code: bool = _O["trust_remote_code"],
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
-    stream: bool = typer.Option(False, "--stream", help="Read one decoder block at a time from the checkpoint's safetensors and write the output as it goes: memory of about one block (prune and save only)."),
+    stream: bool = typer.Option(False, "--stream", help="Read one decoder block at a time from the checkpoint's safetensors and write the output as it goes: memory of about one block (prune and save; evaluate the output with `maskopt eval OUT --stream`)."),
     dense: Optional[str] = typer.Option(None, "--dense", help="With --opt warm_start=existing: the dense model that MODEL (pruned elsewhere, e.g. by llm-compressor) was pruned from; MODEL's zeros are the masks to polish (default: the model its maskopt report names)."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Run the stages of this recipe (YAML; see `maskopt run`) instead of the stage flags."),
     save_recipe: Optional[Path] = typer.Option(None, "--save-recipe", help="Write the recipe of this run to FILE (YAML): `maskopt run FILE` repeats it bit for bit."),
@@ -500,6 +500,7 @@ def eval_cmd(
     task_dir: Optional[Path] = typer.Option(None, "--task-dir", help="Folder of lm-eval task YAMLs with local data files."),
     task_data_dir: Optional[Path] = typer.Option(None, "--task-data-dir", help="Folder of NAME.validation.jsonl files: each task of --tasks without --task-data reads its own (e.g. ../shared/data/zeroshot)."),
     limit: Optional[int] = typer.Option(None, help="With --tasks: at most this many examples per task."),
+    stream: bool = typer.Option(False, "--stream", help="Read one decoder block at a time from the checkpoint's safetensors: perplexity of a model larger than memory."),
 ) -> None:
     """Perplexity of a model (or of a `maskopt export` folder) on text files, or zero-shot accuracy with --tasks."""
     from . import defaults  # noqa: PLC0415
@@ -507,6 +508,8 @@ def eval_cmd(
     from .perplexity import evaluate_texts  # noqa: PLC0415
     from .run.device import resolve_device  # noqa: PLC0415
 
+    if tasks and stream:
+        _fail(ValueError("--stream scores perplexity; zero-shot tasks (--tasks) need the whole model in memory"))
     if tasks:
         return _zero_shot_cmd(model, tasks, task_data, task_dir, limit, as_json, task_data_dir)
     try:
@@ -515,6 +518,8 @@ def eval_cmd(
         _threads(threads)
         dev = resolve_device(device)
         texts = text or [str(p) for p in defaults.default_eval_texts()]
+        if Path(model, "maskopt_export.json").is_file() and stream:
+            raise ValueError("--stream reads HF safetensors folders; a `maskopt export` folder is loaded whole")
         if Path(model, "maskopt_export.json").is_file():  # an export of `maskopt export` (cs256, …)
             from .export import load_any  # noqa: PLC0415
 
@@ -524,7 +529,7 @@ def eval_cmd(
         else:
             stage = _eval_stage(texts, "ppl", max_windows, seqlen)
             inputs = JobInputs(model, device=device, trust_remote_code=trust_remote_code, progress=not quiet, dtype=dtype,
-                               eval_texts=texts)
+                               eval_texts=texts, stream=stream)
             res = {k: v["ppl"] for k, v in run_job([stage], inputs, log=lambda _m: None).perplexity.items()}
     except USER_ERRORS as e:
         _fail(e)

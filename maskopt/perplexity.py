@@ -57,6 +57,61 @@ def window_nlls(model, windows: torch.Tensor, *, device: str | torch.device | No
     return nll, torch.full_like(nll, float(windows.shape[1] - 1))
 
 
+class _Feed(torch.nn.Module):
+    """Stands in for the decoder blocks on the model's last pass: returns the precomputed output of the last block."""
+
+    def __init__(self, hidden: torch.Tensor, as_tuple: bool):
+        super().__init__()
+        self.hidden, self.as_tuple = hidden, as_tuple
+
+    def forward(self, *_args, **_kwargs):
+        return (self.hidden,) if self.as_tuple else self.hidden
+
+
+@torch.no_grad()
+def streamed_window_nlls(stream, windows: torch.Tensor, *, device: str | torch.device = "cpu", batch_size: int = 4,
+                         progress: bool = True, desc: str = "nll") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`window_nlls` of a :class:`~maskopt.model.streaming.StreamedModel`: every window goes through one
+    decoder block at a time (read from the checkpoint, then given back), then through the model's own head (final
+    norm, lm_head) with the blocks replaced by the stored hidden states. Memory: one block + the windows' hidden
+    states; the numbers equal the in-memory model's."""
+    from .model.calibrate import block_output, capture_block_inputs, move_non_blocks, to_device  # noqa: PLC0415
+    from .model.adapters.base import get_submodule  # noqa: PLC0415
+
+    if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
+        raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
+    model, adapter, device = stream.model, stream.adapter, torch.device(device)
+    move_non_blocks(model, adapter, device)
+    batches = capture_block_inputs(model, adapter, windows, device, batch_size, "cpu")
+    blocks = adapter.get_blocks(model)
+    as_tuple = False
+    for i in tqdm(range(len(blocks)), desc=desc, disable=not progress, unit="block"):
+        block = stream.load(i).to(device)
+        for b in batches:
+            out = block(b.hidden.to(device), *to_device(b.args, device), **to_device(b.kwargs, device))
+            as_tuple = isinstance(out, (tuple, list))
+            b.hidden = block_output(out).to("cpu")
+        block.to("cpu")
+        stream.release(i)
+    parent_path, _, attr = adapter.blocks.rpartition(".")
+    parent = get_submodule(model, parent_path)
+    nlls = []
+    try:
+        for k, b in enumerate(batches):
+            setattr(parent, attr, torch.nn.ModuleList([_Feed(b.hidden.to(device), as_tuple)]))
+            batch = windows[k * batch_size : (k + 1) * batch_size].to(device)
+            logits = model(input_ids=batch, use_cache=False).logits.float()
+            nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                  reduction="none")
+            nlls.append(nll.view(batch.shape[0], -1).double().sum(1).cpu())
+    finally:
+        setattr(parent, attr, blocks)
+    nll = torch.cat(nlls)
+    if not torch.isfinite(nll).all():
+        raise FloatingPointError("perplexity is not finite: the model produces NaN/Inf logits")
+    return nll, torch.full_like(nll, float(windows.shape[1] - 1))
+
+
 def perplexity_from_nlls(nll, tokens) -> float:
     """exp(Σ nll / Σ tokens) of per-window sums (:func:`window_nlls`)."""
     nll, tokens = torch.as_tensor(nll, dtype=torch.float64), torch.as_tensor(tokens, dtype=torch.float64)
@@ -123,17 +178,23 @@ def short_name(text: str | Path) -> str:
 
 def evaluate_texts(model, tokenizer, texts: Sequence[str | Path], *, seqlen: int | None = None,
                    max_windows: int | None = None, batch_size: int = 4, device=None, progress: bool = True,
-                   label: str = "") -> dict[str, float]:
-    """Perplexity per text file, windows of min(context, 2048) tokens unless ``seqlen`` is given."""
+                   label: str = "", stream=None) -> dict[str, float]:
+    """Perplexity per text file, windows of min(context, 2048) tokens unless ``seqlen`` is given; ``stream``: the
+    :class:`~maskopt.model.streaming.StreamedModel` whose skeleton ``model`` is (one block in memory at a time)."""
     check_seqlen(model, seqlen)
     max_windows = check_max_windows(max_windows)
     seqlen = seqlen or context_length(model)
     out = {}
     for text in texts:
         ids = tokenize(tokenizer, read_texts(text))
-        out[short_name(text)] = perplexity(model, eval_windows(ids, seqlen, max_windows), device=device,
-                                           batch_size=batch_size, progress=progress,
-                                           desc=f"{label} ppl {short_name(text)}".strip())
+        windows, desc = eval_windows(ids, seqlen, max_windows), f"{label} ppl {short_name(text)}".strip()
+        if stream is not None:
+            nll, tokens = streamed_window_nlls(stream, windows, device=device or "cpu", batch_size=batch_size,
+                                               progress=progress, desc=desc)
+            out[short_name(text)] = perplexity_from_nlls(nll, tokens)
+        else:
+            out[short_name(text)] = perplexity(model, windows, device=device, batch_size=batch_size,
+                                               progress=progress, desc=desc)
     return out
 
 

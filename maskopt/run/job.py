@@ -147,20 +147,25 @@ def _dense_stream(path: str | Path, inputs: JobInputs, dtype: torch.dtype):
     return StreamedModel(folder, config, dtype)
 
 
-STREAMED_STAGES = ("prune", "save")
+STREAMED_STAGES = ("prune", "save", "evaluate")
 
 
 def _streamed(stages: Sequence[Stage], inputs: JobInputs, config, kwargs: dict, path: Path):
-    """(StreamedModel, tokenizer) of a run that reads one block at a time; what it cannot do yet is refused here."""
+    """(StreamedModel, tokenizer) of a run that reads one block at a time; what it cannot do yet is refused here:
+    a streamed run prunes and saves, or evaluates the model as it is on disk."""
     from transformers import AutoTokenizer  # noqa: PLC0415
 
     from ..model.streaming import StreamedModel  # noqa: PLC0415
 
-    other = [s.name for s in stages if s.name not in STREAMED_STAGES]
+    names = [s.name for s in stages]
+    other = [n for n in names if n not in STREAMED_STAGES]
     if other:
-        raise ValueError(f"--stream runs {' and '.join(STREAMED_STAGES)}; {other[0]!r} needs the whole model in "
-                         "memory (evaluate or recover the saved folder afterwards)")
-    if not any(s.name == "save" for s in stages) and distributed.is_main():
+        raise ValueError(f"--stream runs prune, save and evaluate; {other[0]!r} needs the whole model in memory "
+                         "(recover the saved folder afterwards)")
+    if "prune" in names and "evaluate" in names:
+        raise ValueError("--stream evaluates a model as it is on disk, not while pruning it: prune with --no-eval, "
+                         "then `maskopt eval OUT --stream`")
+    if "prune" in names and "save" not in names and distributed.is_main():
         raise ValueError("--stream writes its result as it goes: it needs an output folder (--out)")
     if "gguf_file" in kwargs:
         raise ValueError("--stream reads safetensors checkpoints; a .gguf is dequantized whole (convert it first)")

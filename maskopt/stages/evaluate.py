@@ -43,12 +43,19 @@ class EvaluateStage(Stage):
 
         from ..model.loading import as_dtype  # noqa: PLC0415
 
+        if getattr(ctx, "stream", None) is not None:
+            if self.options.tasks:
+                raise ValueError("--stream scores perplexity; zero-shot tasks need the whole model in memory")
+            if self.options.dtype == "float32":
+                raise ValueError("evaluate dtype=float32 converts a model in memory; with --stream pass --dtype float32")
+            return self._run(ctx)
         with as_dtype(ctx.model, torch.float32 if self.options.dtype == "float32" else None):
             self._run(ctx)
 
     def _run(self, ctx) -> None:
         o: EvaluateOptions = self.options
-        cache = PerplexityCache() if o.cache else None
+        stream = getattr(ctx, "stream", None)
+        cache = PerplexityCache() if o.cache and stream is None else None
         res = {}
         for text in o.texts:
             key = cache.key(ctx.model, text, o.seqlen, o.max_windows, ctx.device) if cache else None
@@ -58,10 +65,10 @@ class EvaluateStage(Stage):
                 continue
             res.update(evaluate_texts(ctx.model, ctx.tokenizer, [text], seqlen=o.seqlen, max_windows=o.max_windows,
                                       batch_size=o.batch_size, device=ctx.device, progress=ctx.progress,
-                                      label=o.label))
+                                      label=o.label, stream=stream))
             if cache:
                 cache.put(key, res[short_name(text)])
-        if ctx.offload:
+        if ctx.offload and stream is None:  # a streamed skeleton holds no block to move
             ctx.model.to("cpu")
         for text, ppl in res.items():
             ctx.report.perplexity.setdefault(text, {})[o.label] = ppl

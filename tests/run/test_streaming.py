@@ -64,7 +64,7 @@ def test_streamed_prune_equals_the_in_memory_one(ckpt, extra):
 
 def test_streaming_refuses_what_needs_the_whole_model(ckpt):
     for extra, says in ((["--recover", "matrix"], "'matrix' needs the whole model"),
-                        (["--eval-text", str(ckpt / "calib.txt")], "'evaluate' needs the whole model")):
+                        (["--eval-text", str(ckpt / "calib.txt")], "evaluates a model as it is on disk")):
         r = _prune(ckpt, "x", "--stream", *extra, no_eval=False)
         assert r.exit_code == 2 and says in r.output, r.output
         assert not (ckpt / "x").exists()
@@ -106,3 +106,44 @@ def test_dense_reference_is_streamed_not_copied(ckpt):
     saved = _state(ckpt / "rec")
     for k, v in model.state_dict().items():
         assert torch.equal(v, saved[k]), k
+
+
+def _eval(path, text, *extra):
+    from maskopt.cli import app
+
+    r = runner.invoke(app, ["eval", str(path), "--text", str(text), "--seqlen", "16", "--json", "-q", *extra])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output[r.output.index("{"):])
+
+
+def test_streamed_perplexity_equals_the_in_memory_one_one_block_at_a_time(ckpt, monkeypatch):
+    """`maskopt eval --stream` (one block in memory, the model's own head on the stored hidden states) gives the
+    in-memory perplexity, on the dense checkpoint and on a streamed prune's output; never two blocks loaded."""
+    from maskopt.model import streaming
+
+    r = _prune(ckpt, "streval", "--stream")
+    assert r.exit_code == 0, r.output
+    loads, most = [], [0]
+    real_load = streaming.StreamedModel.load
+
+    def load(self, i):
+        out = real_load(self, i)
+        loads.append(i)
+        most[0] = max(most[0], len(self.loaded))
+        return out
+
+    monkeypatch.setattr(streaming.StreamedModel, "load", load)
+    for folder in (ckpt / "model", ckpt / "streval"):
+        whole = _eval(folder, ckpt / "calib.txt")
+        streamed = _eval(folder, ckpt / "calib.txt", "--stream")
+        assert whole.keys() == streamed.keys()
+        for k in whole:
+            assert streamed[k] == pytest.approx(whole[k], rel=1e-5), k
+    assert loads and most[0] == 1
+
+
+def test_streamed_eval_refuses_what_it_cannot_do(ckpt):
+    from maskopt.cli import app
+
+    r = runner.invoke(app, ["eval", str(ckpt / "model"), "--stream", "--tasks", "boolq"])
+    assert r.exit_code == 2 and "need the whole model" in r.output, r.output
