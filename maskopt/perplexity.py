@@ -81,8 +81,10 @@ def streamed_window_nlls(stream, windows: torch.Tensor, *, device: str | torch.d
     if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
         raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
     model, adapter, device = stream.model, stream.adapter, torch.device(device)
+    stream.load_non_blocks()
     move_non_blocks(model, adapter, device)
     batches = capture_block_inputs(model, adapter, windows, device, batch_size, "cpu")
+    stream.drop_non_blocks()  # the blocks need only their inputs; the head is read again for the last pass
     blocks = adapter.get_blocks(model)
     as_tuple = False
     for i in tqdm(range(len(blocks)), desc=desc, disable=not progress, unit="block"):
@@ -93,6 +95,8 @@ def streamed_window_nlls(stream, windows: torch.Tensor, *, device: str | torch.d
             b.hidden = block_output(out).to("cpu")
         block.to("cpu")
         stream.release(i)
+    stream.load_non_blocks()
+    move_non_blocks(model, adapter, device)
     parent_path, _, attr = adapter.blocks.rpartition(".")
     parent = get_submodule(model, parent_path)
     nlls = []

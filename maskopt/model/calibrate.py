@@ -229,7 +229,13 @@ class BlockWalker:
 
     def _inputs(self, model: nn.Module, hidden: Sequence[torch.Tensor] | None) -> list[Batch]:
         store = "cpu" if self.offload else self.device
+        source = self.source if model is self.model else self.dense_source
+        if source is not None:
+            source.load_non_blocks()
+            move_non_blocks(model, self.adapter, self.device)
         batches = capture_block_inputs(model, self.adapter, self.windows, self.device, self.batch_size, store)
+        if source is not None:
+            source.drop_non_blocks()  # the blocks run on the captured inputs: the embeddings are not needed again
         if not batches:
             raise ValueError("no calibration inputs were captured (empty calibration data)")
         if hidden is not None:
@@ -245,7 +251,8 @@ class BlockWalker:
     def __iter__(self) -> Iterator[BlockStep]:
         for m in self._models():
             if self.offload:
-                move_non_blocks(m, self.adapter, self.device)
+                if (self.source if m is self.model else self.dense_source) is None:  # a stream places its own
+                    move_non_blocks(m, self.adapter, self.device)
             else:
                 m.to(self.device)
         blocks = self.adapter.get_blocks(self.model)

@@ -79,14 +79,35 @@ class StreamedModel:
         self.dtype = dtype
         self.model = empty_model(config, dtype)
         self.adapter: Adapter = get_adapter(self.model)
+        self.load_non_blocks()
+        self.loaded: set[int] = set()
+
+    def _non_block_names(self) -> list[str]:
         prefix = self.adapter.blocks + "."
-        for name, _ in list(self.model.named_parameters()) + list(self.model.named_buffers()):
-            if not name.startswith(prefix):
+        names = [n for n, _ in list(self.model.named_parameters()) + list(self.model.named_buffers())]
+        return [n for n in names if not n.startswith(prefix)]
+
+    def load_non_blocks(self) -> None:
+        """Read the tensors outside the decoder blocks (embeddings, final norm, head) that are not loaded."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        for name in self._non_block_names():
+            t = params.get(name)
+            if t is None or t.is_meta:
                 self._set(self.model, name, name)
         if hasattr(self.model, "tie_weights"):
             self.model.tie_weights()
         self.reader.close()
-        self.loaded: set[int] = set()
+
+    def drop_non_blocks(self) -> None:
+        """Give back the parameters outside the blocks (the embeddings of a large vocabulary weigh more than a
+        block): a walk needs them only to capture block 0's inputs; :meth:`load_non_blocks` reads them again."""
+        from accelerate.utils import set_module_tensor_to_device  # noqa: PLC0415
+
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        for name in self._non_block_names():
+            if name in params and not params[name].is_meta:
+                set_module_tensor_to_device(self.model, name, "meta")
+        _trim()
 
     def _set(self, root: nn.Module, name: str, key: str) -> None:
         from accelerate.utils import set_module_tensor_to_device  # noqa: PLC0415
@@ -132,7 +153,8 @@ class StreamedModel:
             _trim()
 
     def non_block_state(self) -> dict[str, torch.Tensor]:
-        """The loaded tensors outside the decoder blocks, by their state-dict names (tied copies once)."""
+        """The tensors outside the decoder blocks, by their state-dict names (tied copies once)."""
+        self.load_non_blocks()
         prefix = self.adapter.blocks + "."
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefix) and not v.is_meta}
 

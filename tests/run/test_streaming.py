@@ -130,6 +130,7 @@ def test_streamed_perplexity_equals_the_in_memory_one_one_block_at_a_time(ckpt, 
         out = real_load(self, i)
         loads.append(i)
         most[0] = max(most[0], len(self.loaded))
+        assert self.model.get_input_embeddings().weight.is_meta  # given back once block 0's inputs are captured
         return out
 
     monkeypatch.setattr(streaming.StreamedModel, "load", load)
@@ -147,3 +148,23 @@ def test_streamed_eval_refuses_what_it_cannot_do(ckpt):
 
     r = runner.invoke(app, ["eval", str(ckpt / "model"), "--stream", "--tasks", "boolq"])
     assert r.exit_code == 2 and "need the whole model" in r.output, r.output
+
+
+def test_streamed_prune_holds_no_embeddings_while_walking(ckpt, monkeypatch):
+    from maskopt.model import streaming
+
+    seen = []
+    real_load = streaming.StreamedModel.load
+
+    def load(self, i):
+        seen.append(self.model.get_input_embeddings().weight.is_meta)
+        return real_load(self, i)
+
+    monkeypatch.setattr(streaming.StreamedModel, "load", load)
+    r = _prune(ckpt, "noemb", "--stream", "--allocation", "owl")
+    assert r.exit_code == 0, r.output
+    assert seen and all(seen)
+    a, b = _state(ckpt / "model"), _state(ckpt / "noemb")
+    for k in a:
+        if "layers." not in k:
+            assert torch.equal(a[k], b[k]), k  # the tensors outside the blocks are saved unchanged
