@@ -93,6 +93,7 @@ def run(model: str, path: Path, method: str, stream: bool, nsamples: int, seqlen
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "maskopt", "prune", str(path), "--method", method, "--calib",
            str(calibration()), "--nsamples", str(nsamples), "--seqlen", str(seqlen), "--no-eval", "-q", "--threads",
            str(threads), "--out", str(out), "--overwrite", "--no-resume", *(["--stream"] if stream else [])]
+    code = _code()  # the version that runs (HEAD may move while it does)
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.time() - t0
@@ -113,7 +114,7 @@ def run(model: str, path: Path, method: str, stream: bool, nsamples: int, seqlen
             "threads": threads, "peak_rss_mb": rss_kb / 1024, "wall_s": wall, "prune_s": report["prune_seconds"],
             "solve_s_per_block": sum(blocks.values()) / max(len(blocks), 1),
             "checkpoint_gb": sum(f.stat().st_size for f in path.glob("*.safetensors")) / 2**30,
-            "output": str(out), "code": _code()}
+            "output": str(out), "code": code}
 
 
 def _code() -> str:
