@@ -47,6 +47,27 @@ def row_errors(W: torch.Tensor, G: torch.Tensor, m: torch.Tensor, weight: torch.
     return quad_form_rows(residual(W, m, weight), G.to(W.dtype))
 
 
+def row_errors_f64(W: torch.Tensor, G: torch.Tensor, m: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                   block: int = 512) -> torch.Tensor:
+    """:func:`row_errors` in float64 (m = None: the dense energy w_iᵀ G w_i) in blocks of ``block`` rows and columns
+    of G: e_i = Σ_J (r_i G[:, J]) · r_i[J]. Never holds a float64 copy of G or of the whole residual, only one
+    column block of G and one row block of R, so the report's errors cost no memory beyond the layer's own."""
+    rows, d = W.shape
+    out = torch.zeros(rows, dtype=torch.float64, device=W.device)
+    for j in range(0, d, block):
+        GJ = G[:, j : j + block].to(torch.float64)
+        for i in range(0, rows, block):
+            Ri = W[i : i + block].to(torch.float64)
+            wi = None if weight is None else weight[i : i + block].to(torch.float64)
+            if m is not None and m.dtype == torch.bool:
+                mi = m[i : i + block]
+                Ri = torch.where(mi, Ri - wi, Ri) if wi is not None else Ri.masked_fill(mi, 0.0)
+            elif m is not None:  # a relaxed mask in [0, 1]
+                Ri = residual(Ri, m[i : i + block], wi)
+            out[i : i + block] += ((Ri @ GJ) * Ri[:, j : j + block]).sum(1)
+    return out
+
+
 def residual_gram(W: torch.Tensor, G: torch.Tensor, m: torch.Tensor, WG: torch.Tensor | None = None) -> torch.Tensor:
     """C = R G with R = W ⊙ (1 − m); pass WG = W G to save a matmul (C = WG − (W ⊙ m) G)."""
     if WG is None:

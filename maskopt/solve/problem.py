@@ -80,16 +80,14 @@ class LayerProblem:
     # ---- objective -----------------------------------------------------------------------
     def row_errors(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Per-row error (float64): (w_i − ŵ_i)ᵀ G (w_i − ŵ_i), ŵ = mask ⊙ weight (see layer_math.row_errors)."""
-        W64 = self.W.to(torch.float64)
-        w = weight.to(torch.float64) if weight is not None else None
-        return layer_math.row_errors(W64, self.G.to(torch.float64), mask, w)
+        return layer_math.row_errors_f64(self.W, self.G, mask, weight)
 
     def error(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> float:
         """err(M) = Σ_i r_iᵀ G r_i, optionally with updated kept weights ``weight``."""
         return float(self.row_errors(mask, weight).sum())
 
     def dense_energy(self) -> float:
-        return float(layer_math.quad_form_rows(self.W.to(torch.float64), self.G.to(torch.float64)).sum())
+        return float(layer_math.row_errors_f64(self.W, self.G).sum())
 
     def relative_error(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> float:
         e = self.dense_energy()

@@ -111,8 +111,9 @@ class PruneStage(Stage):
                     what = f"{config.method}: {name} ({module.weight.shape[0]}×{module.weight.shape[1]})"
                     walker.status(what)
                     with reporting_to(lambda text, what=what: walker.status(f"{what}, {text}")):
-                        rec, sol = self._solve(adapter, module, full, grams[name], sparsity, method, reference,
-                                               certify_layer, ctx.warm_masks.get(full))
+                        rec, sol = self._solve(adapter, module, full, grams.pop(name), sparsity, method, reference,
+                                               certify_layer, ctx.warm_masks.get(full))  # a group's Gram is freed
+                        # with its last layer
                     walker.status(f"{config.method}: {name} done in {rec.seconds:.1f} s")
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
@@ -163,11 +164,12 @@ class PruneStage(Stage):
                reference, certify_layer, warm: torch.Tensor | None = None) -> tuple[LayerRecord, Solution]:
         config: PruneConfig = self.options
         t = time.time()
+        G = G.to(torch.float32)  # the float64 Gram is freed here when this is its group's last layer
         W = adapter.get_weight(module).to(torch.float32)
         if warm is not None:
-            problem, sol = _solve_from_existing(method, W, G.to(torch.float32), warm.to(W.device), full, config.seed)
+            problem, sol = _solve_from_existing(method, W, G, warm.to(W.device), full, config.seed)
         else:
-            problem = LayerProblem(W, G.to(torch.float32), config.pattern, sparsity, name=full, seed=config.seed)
+            problem = LayerProblem(W, G, config.pattern, sparsity, name=full, seed=config.seed)
             sol = solve_sharded(method, problem)
         if config.refit:
             mask_error = problem.error(sol.mask, sol.weight)
