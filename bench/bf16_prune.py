@@ -49,7 +49,7 @@ def weights(folder: Path) -> tuple[int, set[str]]:
     from safetensors import safe_open  # noqa: PLC0415
 
     size, dtypes = 0, set()
-    for f in sorted(folder.glob("*.safetensors")):
+    for f in sorted(folder.glob("model*.safetensors")):  # the model's shards (not maskopt_masks.safetensors)
         size += f.stat().st_size
         with safe_open(str(f), "pt") as sf:
             for k in sf.keys():
@@ -66,9 +66,13 @@ def main() -> None:
     ap.add_argument("--sparsity", default="0.5")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--seed-yardstick", action="store_true",
+                    help="add a float32 run with calibration seed 1: the size of a difference that sampling alone makes")
     a = ap.parse_args()
     if a.table:
         return write_table()
+    if a.seed_yardstick:
+        return yardstick(a)
     WORK.mkdir(parents=True, exist_ok=True)
     src = bf16_copy()
     calib = write_splits()["calib"]
@@ -98,6 +102,28 @@ def main() -> None:
     write_table()
 
 
+def yardstick(a: argparse.Namespace) -> None:
+    """Prune in float32 with calibration seed 1 and compare with the seed-0 float32 run of the last row."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from protocol import compare, write_splits  # noqa: PLC0415
+
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    row = next(r for r in reversed(rows) if r["method"] == a.method and "auto" in r)
+    out = WORK / f"{a.method}-{a.sparsity}-float32-seed1"
+    cmd = [sys.executable, "-m", "maskopt", "prune", str(bf16_copy()), "--method", a.method, "--sparsity", a.sparsity,
+           "--calib", write_splits()["calib"], "--nsamples", "128", "--seqlen", "256", "--seed", "1", "--no-eval",
+           "-q", "--threads", str(a.threads), "--out", str(out), "--overwrite", "--dtype", "float32"]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    sj = WORK / f"{a.method}-{a.sparsity}-float32-seed1.score.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "protocol.py"), "score", str(out), "--json", str(sj),
+                    "--threads", str(a.threads), "--no-zeroshot"], check=True, cwd=ROOT)
+    base = json.loads((WORK / f"{a.method}-{a.sparsity}-float32.score.json").read_text())
+    seed1 = json.loads(sj.read_text())
+    row["paired_seed1_minus_seed0_f32"] = {k: compare(seed1, base, k) for k in ("wikitext", "heldout")}
+    ROWS.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_table()
+
+
 def write_table() -> None:
     rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
     out = ["# A bf16 checkpoint pruned in bf16 (defaults) vs in float32", "",
@@ -113,11 +139,18 @@ def write_table() -> None:
             out.append(f"| {r['method']} | {r['sparsity']:.0%} | `--dtype {tag}` | {', '.join(x['dtypes'])} | "
                        f"{x['bytes'] / 1e6:.1f} MB ({r['input_bytes'] / 1e6:.1f} MB) | {ci} {x['tune']['ppl']:.2f} | "
                        f"{x['prune_s']:.0f} |")
-    out += ["", "| method | sparsity | WikiText bf16 − float32 | english-heldout bf16 − float32 |", "|---|---:|---:|---:|"]
+    out += ["", "Paired differences (95% over windows). The yardstick row is what another calibration sample alone "
+            "changes: the same float32 prune with `--seed 1` (`--seed-yardstick`).", "",
+            "| method | sparsity | difference | WikiText | english-heldout |", "|---|---:|---|---:|---:|"]
     for r in rows:
-        p = r["paired_auto_minus_f32"]
-        cells = " | ".join(f"{p[k]['diff']:+.2f} [{p[k]['diff_lo']:+.2f}, {p[k]['diff_hi']:+.2f}]" for k in ("wikitext", "heldout"))
-        out.append(f"| {r['method']} | {r['sparsity']:.0%} | {cells} |")
+        for key, what in (("paired_auto_minus_f32", "bf16 − float32"),
+                          ("paired_seed1_minus_seed0_f32", "yardstick: float32 seed 1 − seed 0")):
+            if key not in r:
+                continue
+            p = r[key]
+            cells = " | ".join(f"{p[k]['diff']:+.2f} [{p[k]['diff_lo']:+.2f}, {p[k]['diff_hi']:+.2f}]"
+                               for k in ("wikitext", "heldout"))
+            out.append(f"| {r['method']} | {r['sparsity']:.0%} | {what} | {cells} |")
     RESULTS.joinpath("bf16_prune.md").write_text("\n".join(out) + "\n")
 
 
