@@ -123,7 +123,8 @@ def context(stages: Sequence[Stage], model: nn.Module, tokenizer, inputs: JobInp
     }
     if previous:
         report.inputs["previous_run"] = previous
-    return RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense, masks=masks or {},
+    return RunContext(model, tokenizer, adapter, device, report, windows=windows, dense=dense,
+                      masks=masks if masks is not None else {},  # an empty PackedMasks stays packed
                       batch_size=inputs.batch_size, offload=inputs.offload, progress=inputs.progress, log=log,
                       out=Path(out) if out is not None else None, input_paths=inputs.paths())
 

@@ -168,3 +168,22 @@ def test_streamed_prune_holds_no_embeddings_while_walking(ckpt, monkeypatch):
     for k in a:
         if "layers." not in k:
             assert torch.equal(a[k], b[k]), k  # the tensors outside the blocks are saved unchanged
+
+
+def test_streamed_prune_keeps_its_masks_bit_packed(ckpt, monkeypatch):
+    """A streamed run holds its masks at one bit per weight (a bool mask per layer would grow by a byte per weight
+    of the model, block after block)."""
+    from maskopt.model import streaming
+
+    packed = []
+    real = streaming.PackedMasks.__setitem__
+
+    def setitem(self, name, mask):
+        packed.append(name)
+        return real(self, name, mask)
+
+    monkeypatch.setattr(streaming.PackedMasks, "__setitem__", setitem)
+    r = _prune(ckpt, "packed", "--stream")
+    assert r.exit_code == 0, r.output
+    report = json.loads((ckpt / "packed" / "maskopt_report.json").read_text())
+    assert {rec["name"] for rec in report["layers"]} <= set(packed) and len(report["layers"]) == 14
