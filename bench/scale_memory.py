@@ -206,7 +206,10 @@ def projection(rows: list[dict]) -> list[str]:
            f"{(solve_rate or 0) / 1e9:.1f} GFLOP/s; one core's float32 matmul peak here {core / 1e9:.1f} GFLOP/s. "
            f"**Assumption**: one H100 sustains {GPU_FLOPS / 1e12:.0f} TFLOP/s on both (float32, TF32 off), i.e. "
            f"{GPU_FLOPS / core:.0f}× one core here; I/O, Python and launch overheads are not modelled on the GPU, so "
-           "the GPU column is a lower bound.", "",
+           "the GPU column is a lower bound. Caveats: the walk ran in the checkpoint's bf16, which this CPU's AMX "
+           "units run faster than its float32 peak (hence a walk rate above it); the solve rate comes from the small "
+           "matrices of a 360M model, where SparseGPT's column loop is least efficient, so the CPU solve column is "
+           "pessimistic. The projection is an order of magnitude, not a measurement.", "",
            "| model | blocks | walk s / block (here, 1 core) | solve s / block (here, 1 core) | whole prune here | whole prune, one H100 (assumed rate) | dominant stage |",
            "|---|---:|---:|---:|---:|---:|---|"]
     for name, (h, m, n, kv) in PROJECT.items():
