@@ -14,12 +14,16 @@ from tqdm.auto import tqdm
 from .data import DataError, check_seqlen, context_length, eval_windows, read_texts, tokenize
 
 
+def _check_windows(windows: torch.Tensor) -> None:
+    if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
+        raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
+
+
 @torch.no_grad()
 def perplexity(model, windows: torch.Tensor, *, device: str | torch.device | None = None,
                batch_size: int = 4, progress: bool = True, desc: str = "perplexity") -> float:
     """exp(mean token negative log-likelihood) over windows (n × seqlen); each window is scored on its own."""
-    if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
-        raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
+    _check_windows(windows)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     total_nll, total_tokens = 0.0, 0
@@ -41,17 +45,23 @@ def window_nlls(model, windows: torch.Tensor, *, device: str | torch.device | No
     """Per window: the summed token negative log-likelihood (float64) and the number of predicted tokens, so
     that perplexity = exp(Σ nll / Σ tokens) over any subset or resample of the windows (see
     :func:`bootstrap_perplexity`). Each window is scored on its own, as in :func:`perplexity`."""
-    if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
-        raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
+    _check_windows(windows)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    nlls = []
-    for i in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress):
-        batch = windows[i : i + batch_size].to(device)
-        logits = model(input_ids=batch, use_cache=False).logits.float()
-        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
-        nlls.append(nll.view(batch.shape[0], -1).double().sum(1).cpu())
-    nll = torch.cat(nlls)
+    nlls = [_nll_sums(model, windows[i : i + batch_size].to(device))
+            for i in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress)]
+    return _finite(torch.cat(nlls), windows)
+
+
+def _nll_sums(model, batch: torch.Tensor) -> torch.Tensor:
+    """Summed token negative log-likelihood (float64, on the CPU) of every window of ``batch``."""
+    logits = model(input_ids=batch, use_cache=False).logits.float()
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
+    return nll.view(batch.shape[0], -1).double().sum(1).cpu()
+
+
+def _finite(nll: torch.Tensor, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-window NLL sums, predicted tokens per window), refused when a sum is NaN/Inf."""
     if not torch.isfinite(nll).all():
         raise FloatingPointError("perplexity is not finite: the model produces NaN/Inf logits")
     return nll, torch.full_like(nll, float(windows.shape[1] - 1))
@@ -78,8 +88,7 @@ def streamed_window_nlls(stream, windows: torch.Tensor, *, device: str | torch.d
     from .model.calibrate import block_output, capture_block_inputs, move_non_blocks, to_device  # noqa: PLC0415
     from .model.adapters.base import get_submodule  # noqa: PLC0415
 
-    if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
-        raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
+    _check_windows(windows)
     model, adapter, device = stream.model, stream.adapter, torch.device(device)
     stream.load_non_blocks()
     move_non_blocks(model, adapter, device)
@@ -103,17 +112,10 @@ def streamed_window_nlls(stream, windows: torch.Tensor, *, device: str | torch.d
     try:
         for k, b in enumerate(batches):
             setattr(parent, attr, torch.nn.ModuleList([_Feed(b.hidden.to(device), as_tuple)]))
-            batch = windows[k * batch_size : (k + 1) * batch_size].to(device)
-            logits = model(input_ids=batch, use_cache=False).logits.float()
-            nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                  reduction="none")
-            nlls.append(nll.view(batch.shape[0], -1).double().sum(1).cpu())
+            nlls.append(_nll_sums(model, windows[k * batch_size : (k + 1) * batch_size].to(device)))
     finally:
         setattr(parent, attr, blocks)
-    nll = torch.cat(nlls)
-    if not torch.isfinite(nll).all():
-        raise FloatingPointError("perplexity is not finite: the model produces NaN/Inf logits")
-    return nll, torch.full_like(nll, float(windows.shape[1] - 1))
+    return _finite(torch.cat(nlls), windows)
 
 
 def perplexity_from_nlls(nll, tokens) -> float:

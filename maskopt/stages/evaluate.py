@@ -43,7 +43,7 @@ class EvaluateStage(Stage):
 
         from ..model.loading import as_dtype  # noqa: PLC0415
 
-        if getattr(ctx, "stream", None) is not None:
+        if ctx.stream is not None:
             if self.options.tasks:
                 raise ValueError("--stream scores perplexity; zero-shot tasks need the whole model in memory")
             if self.options.dtype == "float32":
@@ -54,7 +54,7 @@ class EvaluateStage(Stage):
 
     def _run(self, ctx) -> None:
         o: EvaluateOptions = self.options
-        stream = getattr(ctx, "stream", None)
+        stream = ctx.stream
         cache = PerplexityCache() if o.cache and stream is None else None
         res = {}
         for text in o.texts:

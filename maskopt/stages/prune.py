@@ -111,9 +111,9 @@ class PruneStage(Stage):
                     what = f"{config.method}: {name} ({module.weight.shape[0]}×{module.weight.shape[1]})"
                     walker.status(what)
                     with reporting_to(lambda text, what=what: walker.status(f"{what}, {text}")):
+                        # popped: a group's Gram is freed with its last layer
                         rec, sol = self._solve(adapter, module, full, grams.pop(name), sparsity, method, reference,
-                                               certify_layer, ctx.warm_masks.get(full))  # a group's Gram is freed
-                        # with its last layer
+                                               certify_layer, ctx.warm_masks.get(full))
                     walker.status(f"{config.method}: {name} done in {rec.seconds:.1f} s")
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
