@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, model_path
+from common import RESULTS, ROOT, model_path, read_jsonl
 
 ROWS = RESULTS / "bf16_prune.jsonl"
 WORK = Path.home() / ".cache" / "maskopt" / "bf16-prune"
@@ -107,7 +107,7 @@ def yardstick(a: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from protocol import compare, write_splits  # noqa: PLC0415
 
-    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(ROWS)
     row = next(r for r in reversed(rows) if r["method"] == a.method and "auto" in r)
     out = WORK / f"{a.method}-{a.sparsity}-float32-seed1"
     cmd = [sys.executable, "-m", "maskopt", "prune", str(bf16_copy()), "--method", a.method, "--sparsity", a.sparsity,
@@ -125,7 +125,7 @@ def yardstick(a: argparse.Namespace) -> None:
 
 
 def write_table() -> None:
-    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(ROWS)
     out = ["# A bf16 checkpoint pruned in bf16 (defaults) vs in float32", "",
            "SmolLM2-135M converted to bf16; the same calibration windows (protocol v2); scores by protocol v2 in "
            "float32 (95% bootstrap intervals over windows; difference = paired bootstrap, bf16 − float32). "

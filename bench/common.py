@@ -48,6 +48,11 @@ def run_child(script: str, args: list[str]) -> dict:
     return res
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a results file (one JSON object per line; none when the file does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def save(name: str, payload: dict, table: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, model_path
+from common import RESULTS, ROOT, model_path, read_jsonl
 
 ROWS = RESULTS / "polish_smollm.jsonl"
 
@@ -68,7 +68,7 @@ def main() -> None:
 
 
 def write_table() -> None:
-    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(ROWS)
     out = ["# Polishing another tool's pruned model (SmolLM2-135M, protocol v2)", "",
            "The peer's output (its own code, the protocol's calibration token ids: `bench/peers/run.py`) is the warm "
            "start: `maskopt prune PEER --dense DENSE --method sparseswaps --opt warm_start=existing --refit` keeps "

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, SHARED, model_path
+from common import RESULTS, ROOT, SHARED, model_path, read_jsonl
 
 ROWS = RESULTS / "scale_memory.jsonl"
 CACHE = Path(os.environ.get("MASKOPT_SCALE_CACHE") or Path.home() / ".cache" / "maskopt" / "scale")
@@ -99,7 +99,7 @@ def run(model: str, path: Path, method: str, stream: bool, nsamples: int, seqlen
     wall = time.time() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{model} {method}: {p.stderr[-2000:]}")
-    rss_kb = int(next(ln for ln in p.stderr.splitlines() if "Maximum resident set size" in ln).split()[-1])
+    rss_mb = peak_rss_mb(p.stderr)
     report = json.loads((out / "maskopt_report.json").read_text())
     blocks: dict[int, float] = {}
     for rec in report["layers"]:
@@ -111,7 +111,7 @@ def run(model: str, path: Path, method: str, stream: bool, nsamples: int, seqlen
     cfg = AutoConfig.from_pretrained(str(path))
     return {"model": model, "method": method, "stream": stream, "hidden": cfg.hidden_size,
             "blocks": cfg.num_hidden_layers, "mlp": cfg.intermediate_size, "nsamples": nsamples, "seqlen": seqlen,
-            "threads": threads, "peak_rss_mb": rss_kb / 1024, "wall_s": wall, "prune_s": report["prune_seconds"],
+            "threads": threads, "peak_rss_mb": rss_mb, "wall_s": wall, "prune_s": report["prune_seconds"],
             "solve_s_per_block": sum(blocks.values()) / max(len(blocks), 1),
             "checkpoint_gb": sum(f.stat().st_size for f in path.glob("*.safetensors")) / 2**30,
             "output": str(out), "code": code}
@@ -167,7 +167,12 @@ def floor_rss_mb() -> float:
     """Peak RSS of an interpreter that only imports what a prune imports (torch, transformers, maskopt)."""
     p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", "import torch, transformers, maskopt.cli, "
                         "maskopt.run.job, maskopt.model.streaming"], capture_output=True, text=True, cwd=ROOT)
-    return int(next(ln for ln in p.stderr.splitlines() if "Maximum resident set size" in ln).split()[-1]) / 1024
+    return peak_rss_mb(p.stderr)
+
+
+def peak_rss_mb(time_v_stderr: str) -> float:
+    """The peak RSS (MB) that `/usr/bin/time -v` reports."""
+    return int(next(ln for ln in time_v_stderr.splitlines() if "Maximum resident set size" in ln).split()[-1]) / 1024
 
 
 def block_budget_mb(r: dict) -> float:
@@ -223,7 +228,7 @@ def projection(rows: list[dict]) -> list[str]:
 
 
 def table() -> None:
-    rows = [json.loads(x) for x in ROWS.read_text().splitlines() if x.strip()]
+    rows = read_jsonl(ROWS)
     lines = ["# Streamed pruning: peak memory and time per block", "",
              "Random-weight checkpoints with the published shapes (bf16), real SmolLM2-135M; one thread; peak RSS of "
              "the whole process (/usr/bin/time); *budget* = one block in float32 + its Grams in float64 + the "
