@@ -32,15 +32,23 @@ def main() -> None:
     from protocol import compare, write_splits  # noqa: PLC0415
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--peer", type=Path, required="--table" not in sys.argv, help="the pruned folder of the other tool")
-    ap.add_argument("--name", required="--table" not in sys.argv)
+    ap.add_argument("--peer", type=Path, required=not {"--table", "--versus"} & set(sys.argv), help="the pruned folder of the other tool")
+    ap.add_argument("--name", required=not {"--table", "--versus"} & set(sys.argv))
     ap.add_argument("--method", default="sparseswaps")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--zeroshot-limit", type=int, default=None)
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "maskopt" / "polish")
     ap.add_argument("--table", action="store_true", help="rebuild polish_smollm.md from the rows")
+    ap.add_argument("--versus", action="store_true",
+                    help="add to the rows the paired difference to maskopt's SparseGPT 50% row of the v2 scoreboard")
     a = ap.parse_args()
     if a.table:
+        return write_table()
+    if a.versus:
+        rows = read_jsonl(ROWS)
+        for r in rows:
+            r["paired_vs_sparsegpt"] = versus_sparsegpt(json.loads((a.work / f"{r['peer']}-after.json").read_text()))
+        ROWS.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return write_table()
     out = a.work / f"{a.name}-polished"
     a.work.mkdir(parents=True, exist_ok=True)
@@ -60,11 +68,21 @@ def main() -> None:
            "sparsity": report["sparsity"],
            "before": {k: before[k]["ppl"] for k in ("wikitext", "heldout", "tune") if k in before},
            "after": {k: after[k]["ppl"] for k in ("wikitext", "heldout", "tune") if k in after},
-           "paired": {k: compare(after, before, k) for k in ("wikitext", "heldout") if k in before and k in after}}
+           "paired": {k: compare(after, before, k) for k in ("wikitext", "heldout") if k in before and k in after},
+           "paired_vs_sparsegpt": versus_sparsegpt(after)}
     with open(ROWS, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row, indent=2))
     write_table()
+
+
+def versus_sparsegpt(after: dict) -> dict | None:
+    """Paired difference (polished − maskopt's SparseGPT 50%, the v2 scoreboard row) on the same windows."""
+    from protocol import compare  # noqa: PLC0415
+
+    rows = [r for r in read_jsonl(RESULTS / "smollm_v2.jsonl") if r["method"] == "sparsegpt" and r["setting"] == "50%"
+            and r.get("recover", "none") == "none" and not r.get("refit")]
+    return {k: compare(after, rows[-1], k) for k in ("wikitext", "heldout")} if rows else None
 
 
 def write_table() -> None:
@@ -86,6 +104,13 @@ def write_table() -> None:
                    f"{b['heldout']:.2f} → {a['heldout']:.2f} | {d['heldout']} | {b['tune']:.2f} → {a['tune']:.2f} | "
                    f"{r['layer_error_before']:.4g} → {r['layer_error_after']:.4g} | {r['sparsity']:.4f} | "
                    f"{r['polish_s']:.0f} |")
+    out += ["", "Polished − maskopt's SparseGPT 50% (the v2 scoreboard row, same windows, paired 95%):", "",
+            "| peer | WikiText | english-heldout |", "|---|---:|---:|"]
+    for r in rows:
+        v = r.get("paired_vs_sparsegpt")
+        if v:
+            out.append(f"| {r['peer']} | " + " | ".join(
+                f"{v[k]['diff']:+.2f} [{v[k]['diff_lo']:+.2f}, {v[k]['diff_hi']:+.2f}]" for k in ("wikitext", "heldout")) + " |")
     (RESULTS / "polish_smollm.md").write_text("\n".join(out) + "\n")
 
 
