@@ -118,8 +118,8 @@ def export_windows(path: str | Path, model_dir: str | Path, nsamples: int = CALI
 
 @dataclass
 class EvalConfig:
-    wikitext_windows: int = WIKITEXT_WINDOWS  # 0: the whole test set
-    heldout_windows: int = HELDOUT_WINDOWS  # 0: the whole text
+    wikitext_windows: int = WIKITEXT_WINDOWS  # 0: the whole test set; −1: not scored
+    heldout_windows: int = HELDOUT_WINDOWS  # 0: the whole text; −1: not scored
     tune: bool = True  # perplexity on the tuning text (all its windows)
     zeroshot: bool = True
     zeroshot_limit: int | None = None  # documents per task (None or 0: the whole validation sets)
@@ -130,7 +130,9 @@ class EvalConfig:
     def tag(self) -> str:
         """Short description of how much was evaluated, for tables: W128 H128 T Z500 (0 = whole)."""
         z = "Z–" if not self.zeroshot else f"Z{self.zeroshot_limit or 'all'}"
-        return f"W{self.wikitext_windows or 'all'} H{self.heldout_windows or 'all'}{' T' if self.tune else ''} {z}"
+        w = "W–" if self.wikitext_windows < 0 else f"W{self.wikitext_windows or 'all'}"
+        h = "H–" if self.heldout_windows < 0 else f"H{self.heldout_windows or 'all'}"
+        return f"{w} {h}{' T' if self.tune else ''} {z}"
 
 
 def score_text(model, tokenizer, text: str | Path, max_windows: int | None, cfg: EvalConfig,
@@ -165,7 +167,8 @@ def evaluate(model, tokenizer, cfg: EvalConfig | None = None, progress: bool = F
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     model.eval()
     out: dict = {"protocol": VERSION, "eval": asdict(cfg), "eval_tag": cfg.tag()}
-    texts = [("wikitext", WIKITEXT_TEST, cfg.wikitext_windows), ("heldout", HELDOUT, cfg.heldout_windows)]
+    texts = [(name, path, n) for name, path, n in (("wikitext", WIKITEXT_TEST, cfg.wikitext_windows),
+                                                   ("heldout", HELDOUT, cfg.heldout_windows)) if n >= 0]  # −1: skipped
     if cfg.tune:
         texts.append(("tune", Path(write_splits()["tune"]), 0))
     for name, path, n in texts:

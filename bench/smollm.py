@@ -54,7 +54,7 @@ PEERS_DIR = RESULTS / "peers"  # JSON rows written by bench/peers/ (the peers ar
 
 def row_key(r: dict) -> tuple:
     return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"), r.get("refit", False),
-            r.get("eval_tag"))
+            r.get("eval_tag"), r.get("match", "pruned"))
 
 
 def mask_cache(a: argparse.Namespace) -> Path:
@@ -62,12 +62,15 @@ def mask_cache(a: argparse.Namespace) -> Path:
     root = Path(os.environ.get("MASKOPT_BENCH_MASKS", Path.home() / ".cache" / "maskopt" / "bench-masks"))
     key = f"{a.model}-{a.method}-{a.setting}-{a.allocation}-refit{a.refit[0]}-{a.nsamples}x{a.seqlen}"
     key += "" if a.protocol == "v1" else f"-{a.protocol}"  # v2 calibrates on another text: other masks
+    key += "" if a.match == "pruned" else f"-match{a.match}"
     return root / re.sub(r"[^A-Za-z0-9._=-]+", "_", key)
 
 
 def eval_config(a: argparse.Namespace):
     from protocol import EvalConfig  # noqa: PLC0415
 
+    if a.tune_only:  # choices on the tuning text alone: nothing else is scored
+        return EvalConfig(wikitext_windows=-1, heldout_windows=-1, zeroshot=False)
     return EvalConfig(wikitext_windows=a.wikitext_windows, heldout_windows=a.heldout_windows,
                       zeroshot=not a.no_zeroshot, zeroshot_limit=a.zeroshot_limit or None)
 
@@ -113,7 +116,7 @@ def child(a: argparse.Namespace) -> None:
         cfg = PruneConfig(method=name, sparsity=sparsity, pattern=pattern, nsamples=a.nsamples, seqlen=a.seqlen,
                           method_options=parse_kv(opts.split(",") if opts else []), progress=False,
                           reference=None if a.no_reference else "wanda", allocation=a.allocation,
-                          refit=a.refit == ["yes"])
+                          refit=a.refit == ["yes"], match=a.match)
         stages, out = [PruneStage(cfg), SaveStage(SaveOptions(overwrite=True)), *recover, evaluate], cache
         cache.parent.mkdir(parents=True, exist_ok=True)
     t_job = time.time()
@@ -122,12 +125,13 @@ def child(a: argparse.Namespace) -> None:
         scores = {"ppl": next(iter(rep.perplexity.values()))["ppl"]}
     else:
         scores = evaluate.result
-        scores["ppl"] = scores["wikitext"]["ppl"]
+        scores["ppl"] = scores["wikitext" if "wikitext" in scores else "tune"]["ppl"]
         scores["eval_seconds"] = sum(scores[k]["seconds"] for k in ("wikitext", "heldout", "tune", "zeroshot")
                                      if k in scores)
         scores["calib_sha256"] = write_splits()["calib_sha256"]
     row = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
            "allocation": a.allocation, "refit": a.refit == ["yes"], **scores,
+           **({"match": a.match} if a.match != "pruned" else {}),
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
            "mean_wanda_relative_error": rep.mean_reference_relative_error(),
            "layer_relative_errors": [r.relative_error for r in rep.layers],
@@ -372,6 +376,10 @@ def main() -> None:
     ap.add_argument("--allocation", default="uniform", choices=["uniform", "owl"])
     ap.add_argument("--refit", nargs="+", default=["no"], choices=["no", "yes"],
                     help="least-squares refit of every layer after its mask (a row dimension: no, yes or both)")
+    ap.add_argument("--match", default="pruned", choices=["pruned", "dense"],
+                    help="each layer matches its output on the pruned inputs, or the dense model's (PruneConfig.match)")
+    ap.add_argument("--tune-only", action="store_true",
+                    help="v2: score the tuning text alone (for choices; use another --name than the scoreboard's)")
     ap.add_argument("--protocol", default="v2", choices=["v1", "v2"], help="evaluation protocol (see above)")
     ap.add_argument("--name", default=None, help="results file name under bench/results/ (default smollm_v2 / smollm)")
     ap.add_argument("--nsamples", type=int, default=128)
@@ -401,15 +409,17 @@ def main() -> None:
         common = ["--model", a.model, "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--eval-max-windows",
                   str(a.eval_max_windows), "--threads", str(a.threads), "--allocation", a.allocation,
                   "--protocol", a.protocol, "--wikitext-windows", str(a.wikitext_windows), "--heldout-windows",
-                  str(a.heldout_windows), "--zeroshot-limit", str(a.zeroshot_limit)]
+                  str(a.heldout_windows), "--zeroshot-limit", str(a.zeroshot_limit), "--match", a.match]
+        common += ["--tune-only"] if a.tune_only else []
         common += ["--no-reference"] if a.no_reference else []
         common += ["--no-zeroshot"] if a.no_zeroshot else []
         tag = eval_config(a).tag() if a.protocol == "v2" else None
         todo = [("dense", "–", "none", "no")] + [(m, s, r, f) for s in a.settings for m in a.methods
                                                  for f in a.refit for r in a.recover]
         for method, setting, rec, refit in todo:
-            key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes", tag)
-            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") and k[-1] == tag for k in done)):
+            key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes", tag,
+                   a.match if method != "dense" else "pruned")
+            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") and k[-2] == tag for k in done)):
                 continue
             args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec,
                     "--refit", refit, *common]

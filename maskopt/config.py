@@ -30,6 +30,11 @@ class PruneConfig:
     certify: bool = False  # certified lower bound per layer (root relaxation)
     certify_shift: str = "opt"  # optimised layer shift (maskopt.certify.shift); 'jacobi' is cheaper and looser
     refit: bool = False  # least-squares update of the kept weights of every layer (closed form from G) after its mask
+    # match — 'pruned': reproduce each layer's output on the pruned model's inputs, ‖W X_p − Ŵ X_p‖² (SparseGPT's problem);
+    # 'dense': reproduce the dense model's output at the layer from the pruned inputs, ‖W X_d − Ŵ X_p‖² — solved as
+    # the usual problem with W' = W C G⁻¹ (C = X_d X_pᵀ), so every method also corrects the upstream error
+    match: str = "pruned"
+    match_damp: float = 0.01  # match='dense': ridge of G in W' (fraction of mean diag G)
     allocation: str = "uniform"  # 'uniform', or 'owl' (outlier-weighted per-block sparsity, same global sparsity)
     owl_lambda: float = 0.08  # OWL: block sparsities spread over sparsity ± λ
     owl_m: float = 5.0  # OWL: a score is an outlier above M times the block's mean score
@@ -46,6 +51,10 @@ class PruneConfig:
         check_sparsity(self.sparsity)
         if self.nsamples < 1:
             raise ValueError(f"nsamples must be ≥ 1, got {self.nsamples}")
+        if self.match not in ("pruned", "dense"):
+            raise ValueError(f"match must be 'pruned' or 'dense', got {self.match!r}")
+        if not self.match_damp >= 0:
+            raise ValueError(f"match_damp must be ≥ 0, got {self.match_damp}")
         if self.allocation not in ("uniform", "owl"):
             raise ValueError(f"allocation must be 'uniform' or 'owl', got {self.allocation!r}")
         if self.allocation == "owl" and pat.kind == "nm":

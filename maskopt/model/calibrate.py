@@ -2,7 +2,8 @@
 
 Every pass over a model goes through :class:`BlockWalker` — pruning, certification and
 reconstruction alike. It carries one activation stream (the model being changed) or two (that
-model and a dense reference, for reconstruction targets), lets the caller change the current
+model and a dense reference, for reconstruction targets; or the model's own unchanged blocks run
+before the caller changes them, the "twin" stream), lets the caller change the current
 block(s), then runs the changed block(s) to produce the next inputs. Only the current block needs
 to live on the compute device; the keyword arguments blocks need (attention mask, position ids /
 rotary embeddings) are captured from the model's own forward, never re-derived. G = Σ x xᵀ for
@@ -140,6 +141,53 @@ def collect_grams(block: nn.Module, adapter: Adapter, batches: list[Batch], devi
     return {name: collector.grams[group[0]] for group in adapter.linear_groups for name in group}
 
 
+@torch.no_grad()
+def collect_cross_grams(block: nn.Module, adapter: Adapter, batches: list[Batch], dense_batches: list[Batch],
+                        device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """G = X_p X_pᵀ and C = X_d X_pᵀ (float64) for every shared-input group, X_p the group's inputs when the
+    block runs on ``batches`` (the pruned stream), X_d on ``dense_batches`` (the dense stream), token by token.
+
+    Batch by batch: one forward on the dense batch keeps each group's input, the forward on the pruned batch
+    then adds x_pᵀ x_p and x_dᵀ x_p. Every layer of a group maps to the same two tensors."""
+    if len(batches) != len(dense_batches):
+        raise ValueError(f"{len(batches)} pruned batches but {len(dense_batches)} dense ones")
+    firsts = {group[0]: block.get_submodule(group[0]) for group in adapter.linear_groups}
+    kept: dict[str, torch.Tensor] = {}
+    grams: dict[str, torch.Tensor] = {}
+    cross: dict[str, torch.Tensor] = {}
+    phase = ["dense"]
+
+    def hook(name: str) -> Callable:
+        def fn(_module: nn.Module, args: tuple) -> None:
+            x = args[0].detach()
+            x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+            if phase[0] == "dense":
+                kept[name] = x
+                return
+            xd = kept.pop(name)
+            if xd.shape != x.shape:
+                raise ValueError(f"{name}: dense and pruned inputs differ in shape ({tuple(xd.shape)} vs {tuple(x.shape)})")
+            for acc, left in ((grams, x), (cross, xd)):
+                if name in acc:
+                    acc[name].add_(left.T @ x)
+                else:
+                    acc[name] = (left.T @ x).to(torch.float64)
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in firsts.items()]
+    try:
+        for b, bd in zip(batches, dense_batches):
+            phase[0] = "dense"
+            run_block(block, [bd], device)
+            phase[0] = "pruned"
+            run_block(block, [b], device)
+    finally:
+        for h in handles:
+            h.remove()
+    return ({name: grams[group[0]] for group in adapter.linear_groups for name in group},
+            {name: cross[group[0]] for group in adapter.linear_groups for name in group})
+
+
 def move_non_blocks(model: nn.Module, adapter: Adapter, device: torch.device) -> None:
     """Put everything except the decoder blocks on ``device`` (embeddings, rotary, final norm)."""
     prefix = adapter.blocks + "."
@@ -182,14 +230,16 @@ class BlockWalker:
     caller asks for the next step, the walker runs the (changed) blocks on the inputs to produce the
     next inputs, checks them for NaN/Inf and calls ``on_step_done(step, next_inputs, next_dense_inputs)``
     (used for checkpoints). With ``dense_model``, the dense blocks of the same indices come along
-    (``dense_stream=True`` also carries the dense model's own activations). ``start`` / ``resume_hidden``
+    (``dense_stream=True`` also carries the dense model's own activations). ``twin=True`` carries the
+    activations of the model as it was before the walk, without a copy of it: each step's blocks run on the
+    twin inputs before the caller may change them (``step.dense_inputs``). ``start`` / ``resume_hidden``
     / ``resume_dense_hidden`` restart the walk at a later block from saved hidden states.
     """
 
     def __init__(
         self, model: nn.Module, adapter: Adapter, windows: torch.Tensor, *, device: torch.device | str = "cpu",
         batch_size: int = 8, offload: bool = True, dense_model: nn.Module | None = None,
-        dense_stream: bool = False, stride: int = 1, start: int = 0,
+        dense_stream: bool = False, twin: bool = False, stride: int = 1, start: int = 0,
         resume_hidden: Sequence[torch.Tensor] | None = None,
         resume_dense_hidden: Sequence[torch.Tensor] | None = None, desc: str = "blocks", progress: bool = True,
         on_step_done: Callable[[BlockStep, list[Batch], list[Batch] | None], None] | None = None,
@@ -199,6 +249,9 @@ class BlockWalker:
             raise ValueError(f"stride must be ≥ 1, got {stride}")
         if dense_stream and dense_model is None:
             raise ValueError("a dense stream needs the dense model")
+        if twin and dense_model is not None:
+            raise ValueError("the twin stream is the model's own: give no dense model with it")
+        self.twin = twin
         self.model, self.adapter, self.windows = model, adapter, windows
         self.device = torch.device(device)
         self.batch_size, self.stride, self.start = batch_size, stride, start
@@ -261,6 +314,9 @@ class BlockWalker:
             inputs = self._inputs(self.model, self.resume_hidden if self.start else None)
             dense_inputs = (self._inputs(self.dense_model, self.resume_dense_hidden if self.start else None)
                             if self.dense_stream else None)
+            if self.twin:  # the same capture: block 0's inputs are those of the unchanged model
+                dense_inputs = _with_hidden(inputs, self.resume_dense_hidden if self.start else
+                                            [b.hidden.clone() for b in inputs])
             starts = range(self.start, self.n_blocks, self.stride)
             self.bar = tqdm(starts, desc=self.desc, disable=not self.progress, initial=0, unit="block")
             for s in self.bar:
@@ -271,12 +327,19 @@ class BlockWalker:
                 step = BlockStep(idx, [blocks[i] for i in idx], inputs,
                                  [dblocks[i] for i in idx] if dblocks is not None else None, dense_inputs)
                 self._place(step.blocks + (step.dense_blocks or []), self.device)
+                twin_next = None
+                if self.twin:  # before the caller changes the blocks
+                    twin_next = dense_inputs
+                    for b in step.blocks:
+                        twin_next = run_block(b, twin_next, self.device)
                 yield step
                 for b in step.blocks:
                     inputs = run_block(b, inputs, self.device)
                 if not all(torch.isfinite(b.hidden).all() for b in inputs):
                     raise FloatingPointError(f"block {idx[-1]} produced NaN/Inf activations")
-                if dense_inputs is not None:
+                if twin_next is not None:
+                    dense_inputs = twin_next
+                elif dense_inputs is not None:
                     for b in step.dense_blocks or []:
                         dense_inputs = run_block(b, dense_inputs, self.device)
                 if self.offload:
@@ -294,6 +357,13 @@ class BlockWalker:
                     m.to("cpu")
                     if hasattr(m, "tie_weights"):
                         m.tie_weights()
+
+
+def _with_hidden(batches: list[Batch], hidden: Sequence[torch.Tensor] | None) -> list[Batch]:
+    """``batches`` with their hidden states replaced (same extra arguments)."""
+    if hidden is None or len(hidden) != len(batches) or any(h.shape != b.hidden.shape for h, b in zip(hidden, batches)):
+        raise ValueError("saved twin-stream inputs do not match the calibration batches")
+    return [Batch(h.to(b.hidden.device, b.hidden.dtype), b.args, b.kwargs) for h, b in zip(hidden, batches)]
 
 
 def walk_blocks(

@@ -69,3 +69,26 @@ def layer_lstsq(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, *, damp: f
     """Kept weights that minimize the layer error Σ_i (w_i − ŵ_i)ᵀ G (w_i − ŵ_i) (B = W G)."""
     B = W.double() @ G.double()
     return masked_lstsq(G, B, mask, damp=damp, W0=W * mask).to(W.dtype)
+
+
+def dense_target(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, *, damp: float = 0.01) -> torch.Tensor:
+    """The weights W' that turn the dense-target problem into the usual one (float64).
+
+    With the pruned model's inputs X_p (G = X_p X_pᵀ) and the dense model's X_d (C = X_d X_pᵀ),
+    ‖W X_d − Ŵ X_p‖²_F = ‖(W' − Ŵ) X_p‖²_F + const for every Ŵ when W' G = W C, i.e.
+    W' = W + W (C − G) G⁻¹; G is ridged by λ = damp · mean(diag G) in the correction only, so that
+    C = G (unchanged inputs) gives W' = W exactly.
+    """
+    d = W.shape[1]
+    if tuple(G.shape) != (d, d) or tuple(C.shape) != (d, d):
+        raise ValueError(f"G and C must be {d}×{d}, got {tuple(G.shape)} and {tuple(C.shape)}")
+    G64, C64, W64 = G.double(), C.double(), W.double()
+    lam = damp * float(G64.diagonal().mean()) if damp > 0 else 0.0
+    A = G64 + lam * torch.eye(d, dtype=torch.float64, device=G.device)
+    L, info = torch.linalg.cholesky_ex(A)
+    D = (C64 - G64).T @ W64.T  # (C − G)ᵀ Wᵀ
+    if int(info) == 0:
+        corr = torch.cholesky_solve(D, L)
+    else:  # singular without damping: minimum-norm solution
+        corr = torch.linalg.pinv(A, hermitian=True) @ D
+    return W64 + corr.T

@@ -3,7 +3,9 @@
 Per block: G = Σ x xᵀ of every shared-input group from the dense block on the pruned model's inputs,
 one LayerProblem(W, G, pattern, sparsity) per linear, the method's mask (and possibly new weights)
 applied, the per-layer record (error, the Wanda reference, an optional certificate) appended to the
-report, then the pruned block produces the next block's inputs.
+report, then the pruned block produces the next block's inputs. With ``match='dense'`` the unchanged
+model's activations come along (the walker's twin stream) and each layer solves the same problem with
+W' = W C G⁻¹, C = X_d X_pᵀ: the mask and weights then answer for the error made upstream as well.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from torch import nn
 from .. import distributed
 from ..config import PruneConfig
 from ..model.adapters import Adapter
-from ..model.calibrate import BlockWalker, collect_grams
+from ..model.calibrate import BlockWalker, collect_cross_grams, collect_grams
 from ..report import LayerRecord, jsonable
-from ..solve.lstsq import layer_lstsq
+from ..solve.lstsq import dense_target, layer_lstsq
 from ..solve.allocation import outlier_share, owl_sparsities
+from ..solve import layer_math
 from ..solve.methods import get_method
 from ..solve.problem import LayerProblem, Solution
 from ..solve.progress import reporting_to
@@ -98,10 +101,13 @@ class PruneStage(Stage):
         ctx.model.config.use_cache = False
         walker = BlockWalker(ctx.model, adapter, windows, device=device, batch_size=ctx.batch_size,
                              offload=ctx.offload, desc=f"pruning ({config.method})", progress=ctx.progress,
-                             **ctx.walker_options())
+                             twin=config.match == "dense", **ctx.walker_options())
         try:
             for step in walker:
-                grams = collect_grams(step.block, adapter, step.inputs, device)
+                if config.match == "dense":
+                    grams, crosses = collect_cross_grams(step.block, adapter, step.inputs, step.dense_inputs, device)
+                else:
+                    grams, crosses = collect_grams(step.block, adapter, step.inputs, device), {}
                 block_s = block_sparsity[step.index] if block_sparsity else config.sparsity
                 for name, module in adapter.linears(step.block).items():
                     full = adapter.layer_name(step.index, name)
@@ -113,7 +119,7 @@ class PruneStage(Stage):
                     with reporting_to(lambda text, what=what: walker.status(f"{what}, {text}")):
                         # popped: a group's Gram is freed with its last layer
                         rec, sol = self._solve(adapter, module, full, grams.pop(name), sparsity, method, reference,
-                                               certify_layer, ctx.warm_masks.get(full))
+                                               certify_layer, ctx.warm_masks.get(full), crosses.pop(name, None))
                     walker.status(f"{config.method}: {name} done in {rec.seconds:.1f} s")
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
@@ -161,11 +167,17 @@ class PruneStage(Stage):
         return s
 
     def _solve(self, adapter: Adapter, module: nn.Module, full: str, G: torch.Tensor, sparsity: float, method,
-               reference, certify_layer, warm: torch.Tensor | None = None) -> tuple[LayerRecord, Solution]:
+               reference, certify_layer, warm: torch.Tensor | None = None,
+               C: torch.Tensor | None = None) -> tuple[LayerRecord, Solution]:
         config: PruneConfig = self.options
         t = time.time()
-        G = G.to(torch.float32)  # the float64 Gram is freed here when this is its group's last layer
         W = adapter.get_weight(module).to(torch.float32)
+        shift = None
+        if C is not None:  # match='dense': the same problem with W' = W C G⁻¹
+            W_dense, W = W, dense_target(W, G, C, damp=config.match_damp).to(torch.float32)
+            shift = float(layer_math.row_errors_f64(W - W_dense, G).sum()
+                          / max(layer_math.row_errors_f64(W_dense, G).sum().item(), 1e-300)) ** 0.5
+        G = G.to(torch.float32)  # the float64 Gram is freed here when this is its group's last layer
         if warm is not None:
             problem, sol = _solve_from_existing(method, W, G, warm.to(W.device), full, config.seed)
         else:
@@ -179,6 +191,8 @@ class PruneStage(Stage):
         energy = max(problem.dense_energy(), 1e-300)
         rec = LayerRecord(full, (problem.rows, problem.d), problem.kept_fraction, err, err / energy,
                           info=jsonable(sol.info))
+        if shift is not None:
+            rec.info["match_shift"] = shift  # ‖(W' − W) X_p‖ / ‖W X_p‖
         if reference is not None:
             rec.reference_error = problem.error(reference.solve(problem).mask)
             rec.reference_relative_error = rec.reference_error / energy

@@ -40,19 +40,22 @@ def _run(model, text, out, *extra, kill=None):
 ARGS = ["--method", "sparseswaps", "--sparsity", "0.6", "--recover", "matrix", "--recover", "block:lr=1e-3"]
 
 
-@pytest.mark.parametrize("kill", ["1:1", "2:2"])  # mid-pruning (stage 1, after block 1); mid-reconstruction (stage 2)
-def test_kill_and_resume_is_bit_identical(tmp_path, kill):
+@pytest.mark.parametrize("kill,args", [
+    ("1:1", ARGS), ("2:2", ARGS),  # mid-pruning (stage 1, after block 1); mid-reconstruction (stage 2)
+    ("0:1", ["--method", "sparsegpt", "--sparsity", "0.6", "--match", "dense"]),  # the twin stream is saved too
+])
+def test_kill_and_resume_is_bit_identical(tmp_path, kill, args):
     model, text = _model(tmp_path)
-    ref = _run(model, text, tmp_path / "ref", *ARGS)
+    ref = _run(model, text, tmp_path / "ref", *args)
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "out"
-    r = _run(model, text, out, *ARGS, kill=kill)
+    r = _run(model, text, out, *args, kill=kill)
     assert r.returncode == -9, r.stderr  # killed
     assert not out.exists() and (location(out) / "state.json").is_file()
     state = json.loads((location(out) / "state.json").read_text())
     stage, block = map(int, kill.split(":"))
     assert state["stage"] == stage and state["block"] == block + 1
-    r = _run(model, text, out, *ARGS)
+    r = _run(model, text, out, *args)
     assert r.returncode == 0, r.stderr
     assert "resuming from checkpoint" in r.stdout + r.stderr
     a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
