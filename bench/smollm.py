@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, SETTINGS, SHARED, model_path, run_child
+from common import RESULTS, ROOT, SETTINGS, SHARED, model_path, read_jsonl, run_child
 
 CALIB = SHARED / "data" / "wikitext-2" / "valid.txt"
 TEXT = SHARED / "data" / "wikitext-2-raw" / "test.txt"
@@ -50,6 +50,15 @@ MASKS = ["magnitude", "wanda", "ria", "sparsegpt", "dsnot", "sparsefw", "sparses
 PEERS_DIR = RESULTS / "peers"  # JSON rows written by bench/peers/ (the peers are run, not typed in)
 # The v1 table's "peer (llm-compressor)" column was typed in by hand from an unrecorded run (SparseGPT 50% 51.2,
 # 70% 199, 2:4 82.2; Wanda 50% 62.7): historical, no longer read. Protocol v2 runs the peers (bench/peers/).
+
+
+TUNE_HEADER = (
+    "Tuning text only (protocol v2: the last 10% of WikiText-2 valid, never sampled; all its windows of 512): the "
+    "choices of issue 21 are made on this table, never on the reported texts. Rows of `smollm_v2.jsonl` (scored on "
+    "the tuning text as well) are included. Made by\n\n"
+    "    .venv/bin/python bench/smollm.py --name tuning_v2 --tune-only --no-reference --threads 1 "
+    "--settings 50% 70% --methods sparsegpt alps [--match dense] [--allocation owl] [--refit yes]\n\n"
+    "Prune times ran beside two other jobs on the 2 cores: not timings.\n\n")
 
 
 def row_key(r: dict) -> tuple:
@@ -215,6 +224,23 @@ def _diff(r: dict, ref: dict | None, text: str) -> str:
     c = compare(r, ref, text)
     mark = " ✓" if c["diff_hi"] < 0 else " ✗" if c["diff_lo"] > 0 else ""
     return f"{c['diff']:+.2f} [{c['diff_lo']:+.2f}, {c['diff_hi']:+.2f}]{mark}"
+
+
+def table_tune(rows: list[dict]) -> str:
+    """The tuning-text table (choices are made here): every row's tuning perplexity, and for match='dense' the
+    paired difference to the same mask with match='pruned' (rows of the scoreboard file count too)."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        if "tune" in r and r.get("protocol") == "v2" and not r["method"].startswith("peer:"):
+            best.setdefault((r["method"], r["setting"], r.get("allocation", "uniform"), r.get("refit", False),
+                             r["recover"], r.get("match", "pruned")), r)
+    out = ["| setting | mask | recovery | match | tuning ppl [95%] | Δ vs match=pruned (paired 95%) | prune s |",
+           "|---|---|---|---|---:|---:|---:|"]
+    for key, r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2:])):
+        ref = best.get(key[:-1] + ("pruned",)) if key[-1] != "pruned" else None
+        out.append(f"| {r['setting']} | {mask_label(r)} | {r['recover']} | {key[-1]} | {_ci(r['tune'])} | "
+                   f"{_diff(r, ref, 'tune')} | {r.get('prune_seconds') or 0:.0f} |")
+    return "\n".join(out) + "\n"
 
 
 def _zs(r: dict) -> str:
@@ -437,6 +463,12 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k not in ("layer_relative_errors", "wikitext", "heldout",
                                                                          "tune", "zeroshot")} |
                              {k: row[k]["ppl"] for k in ("wikitext", "heldout", "tune") if k in row}), flush=True)
+    if a.tune_only:
+        v2_file = RESULTS / f"{NAME['v2']}.jsonl"
+        md = table_tune(rows + (read_jsonl(v2_file) if v2_file.exists() and a.name != NAME["v2"] else []))
+        (RESULTS / f"{a.name}.md").write_text(TUNE_HEADER + md)
+        print(md)
+        return
     if a.protocol == "v2":
         allrows = rows + load_peers()
         md = table_v2(allrows)
