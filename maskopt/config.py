@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .select import LayerSelection
+from .select import LayerSelection, check_patterns
 from .solve.patterns import Pattern, check_sparsity
 
 
@@ -35,6 +35,8 @@ class PruneConfig:
     # the usual problem with W' = W C G⁻¹ (C = X_d X_pᵀ), so every method also corrects the upstream error
     match: str = "pruned"
     match_damp: float = 0.01  # match='dense': ridge of G in W' (fraction of mean diag G)
+    match_strength: float = 1.0  # match='dense': W' = W + α W (C − G) G⁻¹ (α = 1: the exact dense match)
+    match_layers: list[str] = field(default_factory=list)  # match='dense' only for these linears (patterns); [] = all
     allocation: str = "uniform"  # 'uniform', or 'owl' (outlier-weighted per-block sparsity, same global sparsity)
     owl_lambda: float = 0.08  # OWL: block sparsities spread over sparsity ± λ
     owl_m: float = 5.0  # OWL: a score is an outlier above M times the block's mean score
@@ -55,6 +57,11 @@ class PruneConfig:
             raise ValueError(f"match must be 'pruned' or 'dense', got {self.match!r}")
         if not self.match_damp >= 0:
             raise ValueError(f"match_damp must be ≥ 0, got {self.match_damp}")
+        if not 0 < self.match_strength <= 1:
+            raise ValueError(f"match_strength must be in (0, 1], got {self.match_strength}")
+        if self.match_layers and self.match != "dense":
+            raise ValueError("match_layers needs match='dense'")
+        check_patterns(list(self.match_layers), "match_layers")
         if self.allocation not in ("uniform", "owl"):
             raise ValueError(f"allocation must be 'uniform' or 'owl', got {self.allocation!r}")
         if self.allocation == "owl" and pat.kind == "nm":

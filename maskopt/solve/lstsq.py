@@ -71,13 +71,14 @@ def layer_lstsq(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, *, damp: f
     return masked_lstsq(G, B, mask, damp=damp, W0=W * mask).to(W.dtype)
 
 
-def dense_target(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, *, damp: float = 0.01) -> torch.Tensor:
+def dense_target(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, *, damp: float = 0.01,
+                 strength: float = 1.0) -> torch.Tensor:
     """The weights W' that turn the dense-target problem into the usual one (float64).
 
     With the pruned model's inputs X_p (G = X_p X_pᵀ) and the dense model's X_d (C = X_d X_pᵀ),
     ‖W X_d − Ŵ X_p‖²_F = ‖(W' − Ŵ) X_p‖²_F + const for every Ŵ when W' G = W C, i.e.
     W' = W + W (C − G) G⁻¹; G is ridged by λ = damp · mean(diag G) in the correction only, so that
-    C = G (unchanged inputs) gives W' = W exactly.
+    C = G (unchanged inputs) gives W' = W exactly. ``strength`` α scales the correction: W + α W (C − G) G⁻¹.
     """
     d = W.shape[1]
     if tuple(G.shape) != (d, d) or tuple(C.shape) != (d, d):
@@ -91,4 +92,4 @@ def dense_target(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, *, damp: flo
         corr = torch.cholesky_solve(D, L)
     else:  # singular without damping: minimum-norm solution
         corr = torch.linalg.pinv(A, hermitian=True) @ D
-    return W64 + corr.T
+    return W64 + strength * corr.T

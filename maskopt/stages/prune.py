@@ -19,6 +19,7 @@ from ..config import PruneConfig
 from ..model.adapters import Adapter
 from ..model.calibrate import BlockWalker, collect_cross_grams, collect_grams
 from ..report import LayerRecord, jsonable
+from ..select import matches
 from ..solve.lstsq import dense_target, layer_lstsq
 from ..solve.allocation import outlier_share, owl_sparsities
 from ..solve import layer_math
@@ -118,8 +119,11 @@ class PruneStage(Stage):
                     walker.status(what)
                     with reporting_to(lambda text, what=what: walker.status(f"{what}, {text}")):
                         # popped: a group's Gram is freed with its last layer
+                        C = crosses.pop(name, None)
+                        if config.match_layers and not any(matches(p, full, module) for p in config.match_layers):
+                            C = None  # this layer keeps the usual problem
                         rec, sol = self._solve(adapter, module, full, grams.pop(name), sparsity, method, reference,
-                                               certify_layer, ctx.warm_masks.get(full), crosses.pop(name, None))
+                                               certify_layer, ctx.warm_masks.get(full), C)
                     walker.status(f"{config.method}: {name} done in {rec.seconds:.1f} s")
                     report.layers.append(rec)
                     ctx.masks[full] = adapter.param_layout(sol.mask).cpu()
@@ -174,7 +178,7 @@ class PruneStage(Stage):
         W = adapter.get_weight(module).to(torch.float32)
         shift = None
         if C is not None:  # match='dense': the same problem with W' = W C G⁻¹
-            W_dense, W = W, dense_target(W, G, C, damp=config.match_damp).to(torch.float32)
+            W_dense, W = W, dense_target(W, G, C, damp=config.match_damp, strength=config.match_strength).to(torch.float32)
             shift = float(layer_math.row_errors_f64(W - W_dense, G).sum()
                           / max(layer_math.row_errors_f64(W_dense, G).sum().item(), 1e-300)) ** 0.5
         G = G.to(torch.float32)  # the float64 Gram is freed here when this is its group's last layer

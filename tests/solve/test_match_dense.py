@@ -139,8 +139,25 @@ def test_refit_on_the_dense_match_is_its_least_squares_optimum(method):
     assert residuals["pruned"] > 1e-3
 
 
-def test_bad_match_is_refused():
-    with pytest.raises(ValueError, match="match"):
-        maskopt.PruneConfig(match="teacher")
-    with pytest.raises(ValueError, match="match_damp"):
-        maskopt.PruneConfig(match="dense", match_damp=-1)
+def test_strength_scales_the_correction_and_match_layers_choose_the_layers():
+    g = torch.Generator().manual_seed(3)
+    W, Xd = torch.randn(4, 6, generator=g, dtype=torch.float64), torch.randn(6, 40, generator=g, dtype=torch.float64)
+    Xp = Xd + 0.5 * torch.randn(6, 40, generator=g, dtype=torch.float64)
+    full = dense_target(W, Xp @ Xp.T, Xd @ Xp.T)
+    torch.testing.assert_close(dense_target(W, Xp @ Xp.T, Xd @ Xp.T, strength=0.5), (W + full) / 2)
+    model = tiny_model("llama")
+    cfg = maskopt.PruneConfig(method="sparsegpt", sparsity=0.5, match="dense", match_layers=["re:.*down_proj"],
+                              progress=False, batch_size=4, reference=None)
+    report = maskopt.prune(model, _windows(), cfg)
+    matched = {r.name for r in report.layers if "match_shift" in r.info}
+    assert matched == {r.name for r in report.layers if r.name.endswith("down_proj")} and len(matched) == 2
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"match": "teacher"}, "match"), ({"match": "dense", "match_damp": -1}, "match_damp"),
+    ({"match": "dense", "match_strength": 0}, "match_strength"), ({"match": "dense", "match_strength": 1.5}, "match_strength"),
+    ({"match_layers": ["re:.*down_proj"]}, "needs match='dense'"), ({"match": "dense", "match_layers": ["re:("]}, "match_layers"),
+])
+def test_bad_match_settings_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        maskopt.PruneConfig(**fields)
