@@ -36,9 +36,7 @@ def run(a: argparse.Namespace) -> dict:
     from maskopt.run.job import JobInputs, run_job
     from maskopt.stages.prune import PruneStage
 
-    fields = {k: json.loads(v) if v[:1] in "[{" else v for k, v in (s.split("=", 1) for s in a.set)}
-    fields = {**parse_kv([f"{k}={v}" for k, v in fields.items() if not isinstance(v, (list, dict))]),
-              **{k: v for k, v in fields.items() if isinstance(v, (list, dict))}}
+    fields = {k: _value(v) for k, v in (s.split("=", 1) for s in a.set)}
     cfg = PruneConfig(method=a.method, sparsity=a.sparsity, pattern=a.pattern, nsamples=128, seqlen=256,
                       method_options=parse_kv(a.opt), progress=False, reference=None, **fields)
     inputs = JobInputs(model_path("smollm"), [write_splits()["calib"]], 128, 256, progress=False)
@@ -52,6 +50,14 @@ def run(a: argparse.Namespace) -> dict:
             "mean_match_shift": (sum(r.info.get("match_shift", 0.0) for r in rep.layers) / max(1, len(rep.layers))),
             "peak_memory_mb": peak_memory_mb()["cpu_rss"], "threads": a.threads,
             "calib_sha256": write_splits()["calib_sha256"]}
+
+
+def _value(v: str):
+    """A PruneConfig field from the command line: JSON (numbers, lists, true/false) or else the string itself."""
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
 
 
 def label(r: dict) -> str:

@@ -9,10 +9,10 @@ model and distillation from it leave the dense model unchanged (its loss is zero
 too), so their reference is the dense row itself.
 
 Objectives: `lm` — maskopt's own recovery stages (`--recover` specs, e.g. `masklora:lr=1e-3,steps=32`, `full`,
-`block`), run through `maskopt.run_on` on the windows below; `kd` — the same trainable parameters (MaskLoRA
-factors + norms/biases, or every kept weight for `full`) trained to match the dense model's next-token
-distribution (KL(dense ‖ student) per token, temperature 1) instead of the text's next token; implemented here
-from maskopt's LoRA/mask helpers, not (yet) a package stage.
+`block`), run through `maskopt.run_on` on the windows below; `kd` — the same PERP stages with `loss=kd`: the same
+trainable parameters (MaskLoRA factors + norms/biases, or every kept weight for `full`) trained to match the dense
+model's next-token distribution (KL(dense ‖ student) per token, temperature 1; `lm_weight`, `temperature` as
+options) instead of the text's next token.
 
 Retraining data (`--data`, windows of 256 tokens joined by '+'): `wiki:N` — N windows (seed 0) of the protocol's
 calibration text (the first 90% of WikiText-2 valid; `wiki:128` are exactly the protocol's calibration windows);
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import os
 import re
 import sys
@@ -126,89 +125,6 @@ def in_domain_heldout(data: str) -> bool:
     return "en" in [d.partition(":")[0] for d in data.split("+")]
 
 
-# ---- distillation ----------------------------------------------------------------------------------------------
-def kd_retrain(model, teacher, windows, spec: str, masks: dict, log) -> dict:
-    """PERP's trainable parameters (MaskLoRA/ScaleLoRA factors + norms and biases, or every kept weight for
-    'full'), trained on KL(teacher ‖ student) per token; PERPConfig's options (lr, steps/epochs, r, alpha, warmup,
-    batch_size, max_grad_norm), plus 'lm_weight' (a share of the LM loss mixed in, default 0) and 'temperature'."""
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
-
-    from maskopt.model.adapters import get_adapter  # noqa: PLC0415
-    from maskopt.model.masks import apply_masks  # noqa: PLC0415
-    from maskopt.options import build_options, parse_kv  # noqa: PLC0415
-    from maskopt.recover.config import PERPConfig  # noqa: PLC0415
-    from maskopt.recover.lora import KINDS, attach_lora, merge_lora  # noqa: PLC0415
-    from maskopt.recover.params import frozen, norm_and_bias_params, weights_of  # noqa: PLC0415
-    from maskopt.recover.perp import _lr_lambda, _set_checkpointing, _unset_checkpointing  # noqa: PLC0415
-
-    mode, _, opts = spec.partition(":")
-    kv = parse_kv(opts.split(",")) if opts else {}
-    lm_weight = float(kv.pop("lm_weight", 0.0))
-    temp = float(kv.pop("temperature", 1.0))
-    cfg = PERPConfig(mode=mode, **build_options(PERPConfig, kv, f"kd {mode!r}"))
-    linears = get_adapter(model).named_linears(model)
-    n = windows.shape[0]
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * math.ceil(n / cfg.batch_size)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    losses, t0 = [], time.time()
-    with frozen(model, teacher):
-        params = list({id(p): p for p in norm_and_bias_params(model).values()}.values())
-        if mode == "full":
-            params += [m.weight for m in linears.values() if all(m.weight is not p for p in params)]
-        for p in params:
-            p.requires_grad_(True)
-        if mode in KINDS:
-            params += attach_lora(linears, mode, cfg.r, cfg.alpha, masks)
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup))
-        ckpt = _set_checkpointing(model, True)  # activation checkpointing always: same numbers, less memory
-        model.train()
-        step = 0
-        while step < total:
-            perm = torch.randperm(n, generator=gen)
-            for s in range(0, n, cfg.batch_size):
-                if step >= total:
-                    break
-                batch = windows[perm[s : s + cfg.batch_size]]
-                opt.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for mb in batch.split(MICRO_BATCH):  # gradient accumulation: the batch's mean loss, less memory
-                    with torch.no_grad():
-                        t_logp = F.log_softmax(teacher(input_ids=mb, use_cache=False).logits.float() / temp, -1)
-                    out = model(input_ids=mb, labels=mb if lm_weight else None, use_cache=False)
-                    s_logp = F.log_softmax(out.logits.float() / temp, -1)
-                    kd = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * temp ** 2
-                    loss = kd if not lm_weight else (1 - lm_weight) * kd + lm_weight * out.loss
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"KD loss became {loss.item()} at step {step}")
-                    (loss * mb.shape[0] / batch.shape[0]).backward()
-                    loss_sum += loss.item() * mb.shape[0] / batch.shape[0]
-                    del t_logp, s_logp, out, kd, loss
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                if mode == "full":
-                    apply_masks(weights_of(linears), masks)
-                sched.step()
-                step += 1
-                losses.append(loss_sum)
-                if step % 4 == 0 or step == total:
-                    log(f"kd step {step}/{total}: loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)")
-        if ckpt:
-            _unset_checkpointing(model)
-        merge_lora(linears, keep=True)
-        apply_masks(weights_of(linears), masks)
-        for p in params:
-            p.grad = None
-    k = max(1, len(losses) // 10)
-    return {"kd": {"mode": mode, "steps": len(losses), "tokens": len(losses) * cfg.batch_size * windows.shape[1],
-                   "seconds": time.time() - t0, "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
-                   "lm_weight": lm_weight, "temperature": temp, "grad_checkpointing": True,
-                   "config": cfg.to_dict()}}
-
-
 # ---- one row ---------------------------------------------------------------------------------------------------
 def score(model, tok, level: str, zeroshot_limit: int, log) -> dict:
     from protocol import EvalConfig, evaluate, score_text, write_splits  # noqa: PLC0415
@@ -251,7 +167,6 @@ def child(a: argparse.Namespace) -> None:
         model, tok = load_model(src, progress=False)
         if a.recover != "none":
             dense, _ = load_model(model_path("smollm"), progress=False) if a.mask != "dense" else (None, None)
-            teacher = dense
             if a.mask == "dense":
                 lin = get_adapter(model).named_linears(model)
                 masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in lin.items()}
@@ -259,18 +174,20 @@ def child(a: argparse.Namespace) -> None:
                 masks = load_masks(src / MASKS_FILE)
             windows = make_data(a.data, tok, dense if dense is not None else model)
             log(f"{key}: {windows.shape[0]} windows × {windows.shape[1]}")
-            if a.objective == "lm":
-                # activation checkpointing in every PERP stage: the same numbers with a third of the memory
-                # (this machine's RAM is shared with other jobs); recorded in the row's train config
-                stages = [make_stage(r, "recover", {"grad_checkpointing": True} if r.split(":")[0] in PERP_MODES
-                                     else None) for r in a.recover.split("+")]
-                rep = run_on(stages, model, tok, windows, dense=dense, masks=masks, progress=False, log=log)
-                train = {k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in rep.recovery.items()}
-            else:
-                if a.mask == "dense":
-                    raise SystemExit("dense + distillation from itself is the dense model (zero loss, zero gradient)")
-                train = kd_retrain(model, teacher, windows, a.recover, masks, log)
-            del dense, teacher
+            if a.objective == "kd" and a.mask == "dense":
+                raise SystemExit("dense + distillation from itself is the dense model (zero loss, zero gradient)")
+            # activation checkpointing in every PERP stage: the same numbers with a third of the memory (this
+            # machine's RAM is shared with other jobs); recorded in the row's train config. kd: maskopt's PERP
+            # with loss=kd (KL(dense ‖ model) per token), MICRO_BATCH windows per forward/backward
+            extra = {"grad_checkpointing": True} | ({"loss": "kd", "micro_batch": MICRO_BATCH} if a.objective == "kd" else {})
+            stages = []
+            for r in a.recover.split("+"):
+                if r.split(":")[0] not in PERP_MODES and a.objective == "kd":
+                    raise SystemExit(f"distillation is a PERP loss: {r!r} is not a PERP stage")
+                stages.append(make_stage(r, "recover", extra if r.split(":")[0] in PERP_MODES else None))
+            rep = run_on(stages, model, tok, windows, dense=dense, masks=masks, progress=False, log=log)
+            train = {k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in rep.recovery.items()}
+            del dense
             train["windows"] = int(windows.shape[0])
             train["train_seconds"] = time.time() - t0
             save_model(model, tok, folder, overwrite=True)

@@ -394,7 +394,8 @@ def recover(
         report = load_report(pruned)
         dense_name = _dense_of(report, dense)
         if any(s.needs_dense for s in rec) and not dense_name:
-            raise ValueError(f"reconstruction needs the dense model: pass --dense ({pruned} has no report naming it)")
+            raise ValueError(f"reconstruction and distillation (loss=kd) need the dense model: pass --dense ({pruned} "
+                             "has no report naming it)")
         texts = eval_text or []
         stages = ([_eval_stage(texts, "before", eval_max_windows)] if texts else []) + rec
         stages += ([_eval_stage(texts, "after", eval_max_windows)] if texts else []) + [new_stage("save", overwrite=overwrite)]

@@ -83,7 +83,8 @@ class PERPConfig:
     (plus W + (α/r)·M⊙(BA)), 'scalelora' (plus W⊙(1 + (α/r)·BA)); LoRA is merged at the end;
     'full' (every kept weight, the mask re-applied after each step: the full-retraining baseline).
     ``steps`` (if set) overrides ``epochs``. Linear warm-up over ``warmup`` of the steps, then
-    linear decay to 0.
+    linear decay to 0. ``loss='kd'`` trains the same parameters to match the dense model's next-token
+    distribution instead of the text (no adaptation to the text's own style; needs the dense model).
     """
 
     mode: str = "masklora"
@@ -98,6 +99,12 @@ class PERPConfig:
     grad_checkpointing: bool = False
     max_grad_norm: float | None = 1.0
     seed: int = 0
+    # 'lm': next-token loss on the windows; 'kd': distillation from the dense model, KL(p_dense ‖ p_model) per token
+    # at temperature τ (× τ²), optionally mixed with the LM loss: (1 − lm_weight)·KD + lm_weight·LM
+    loss: str = "lm"
+    lm_weight: float = 0.0
+    temperature: float = 1.0
+    micro_batch: int = 0  # sequences per forward/backward, gradients accumulated over the batch (0: the whole batch)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -120,6 +127,13 @@ class PERPConfig:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.loss not in ("lm", "kd"):
+            raise ValueError(f"loss must be 'lm' (next token) or 'kd' (distillation from the dense model), got {self.loss!r}")
+        if not 0 <= self.lm_weight <= 1 or (self.lm_weight and self.loss != "kd"):
+            raise ValueError(f"lm_weight mixes the LM loss into loss='kd' and lies in [0, 1], got {self.lm_weight!r}")
+        _positive("temperature", self.temperature)
+        if self.micro_batch < 0:
+            raise ValueError(f"micro_batch must be ≥ 0 (0: the whole batch), got {self.micro_batch}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

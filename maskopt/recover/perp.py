@@ -4,7 +4,8 @@ Prune-Retrain Paradigm in the Era of LLMs").
 Mode 'full' is the baseline PERP is compared with: all kept weights of the prunable linears (plus
 norms and biases) trained on the same loss and token budget, the mask re-applied after every step.
 Otherwise only a small set of parameters is trained with the language-modelling loss
-L = −(1/T) Σ_t log p(x_{t+1} | x_≤t): all biases and normalization parameters, plus (optionally)
+L = −(1/T) Σ_t log p(x_{t+1} | x_≤t) — or, with ``loss='kd'``, the distillation loss
+L = (τ²/T) Σ_t KL(p_dense(·|x_≤t; τ) ‖ p(·|x_≤t; τ)) — : all biases and normalization parameters, plus (optionally)
 sparsity-keeping LoRA factors on every prunable linear, merged back at the end. The weights
 themselves are frozen, so the mask M (explicit, or W ≠ 0 when none is given) cannot change.
 """
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -55,11 +57,26 @@ def _unset_checkpointing(model: nn.Module) -> None:
     (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
 
 
+def batch_loss(model: nn.Module, batch: torch.Tensor, config: PERPConfig, teacher: nn.Module | None = None) -> torch.Tensor:
+    """The training loss of one batch of token ids: next-token cross-entropy ('lm'), or the mean over tokens of
+    τ² · KL(p_teacher ‖ p_model) at temperature τ ('kd'), mixed with the LM loss by ``lm_weight``."""
+    if config.loss == "lm":
+        return model(input_ids=batch, labels=batch, use_cache=False).loss
+    tau = config.temperature
+    with torch.no_grad():
+        t_logp = F.log_softmax(teacher(input_ids=batch, use_cache=False).logits.float() / tau, -1)
+    out = model(input_ids=batch, labels=batch if config.lm_weight else None, use_cache=False)
+    s_logp = F.log_softmax(out.logits.float() / tau, -1)
+    kd = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * tau**2
+    return kd if not config.lm_weight else (1 - config.lm_weight) * kd + config.lm_weight * out.loss
+
+
 def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | None = None, *,
                  device: str | torch.device = "cpu", progress: bool = True,
-                 masks: ModuleMasks | None = None) -> dict[str, Any]:
+                 masks: ModuleMasks | None = None, teacher: nn.Module | None = None) -> dict[str, Any]:
     """Retrain ``model`` in place on ``windows`` (n × seqlen token ids); returns a summary:
     {steps, tokens, seconds, tokens_per_s, loss_first, loss_last, losses (per step), trainable_params}.
+    ``teacher``: the dense model, for ``config.loss == 'kd'`` (never changed).
 
     Raises ValueError on bad settings/empty data; RecoveryError (a FloatingPointError) on a
     non-finite loss, with the model restored to its state before retraining.
@@ -67,8 +84,14 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
     config = config or PERPConfig()
     config.validate()
     check_windows(windows)
+    if config.loss == "kd" and teacher is None:
+        raise ValueError("loss='kd' distils from the dense model: none was given")
+    if teacher is not None and teacher is model:
+        raise ValueError("the teacher is the model being retrained")
     device = torch.device(device)
     model.to(device)
+    if config.loss == "kd":
+        teacher.to(device)
     linears = get_adapter(model).named_linears(model)
     masks = weight_masks(linears, masks)
     n = windows.shape[0]
@@ -79,7 +102,7 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
     losses: list[float] = []
     tokens = 0
     t0 = time.perf_counter()
-    with frozen(model):
+    with frozen(model, *([teacher] if config.loss == "kd" else [])):
         base = list({id(p): p for p in norm_and_bias_params(model).values()}.values())
         if config.mode == "full":  # every kept weight of the prunable linears too, masked after each step
             base += [m.weight for m in linears.values() if all(m.weight is not p for p in base)]
@@ -104,12 +127,15 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
                     if step >= total:
                         break
                     batch = windows[perm[s : s + config.batch_size]].to(device)
-                    loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-                    if not torch.isfinite(loss):
-                        raise RecoveryError(f"PERP loss became {loss.item()} at step {step} (lr={config.lr}); "
-                                            "the model was restored to its state before retraining")
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss = 0.0
+                    for mb in batch.split(config.micro_batch or batch.shape[0]):  # gradients accumulated
+                        part = batch_loss(model, mb, config, teacher) * (mb.shape[0] / batch.shape[0])
+                        if not torch.isfinite(part):
+                            raise RecoveryError(f"PERP loss became {part.item()} at step {step} (lr={config.lr}); "
+                                                "the model was restored to its state before retraining")
+                        part.backward()
+                        loss += part.item()
                     if config.max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     opt.step()
@@ -118,7 +144,7 @@ def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | N
                     sched.step()
                     step += 1
                     tokens += batch.numel()
-                    losses.append(loss.item())
+                    losses.append(loss)
                     el = time.perf_counter() - t0
                     bar.set_postfix(loss=f"{losses[-1]:.4f}", tok_s=f"{tokens / max(el, 1e-9):.0f}")
                     bar.update(1)

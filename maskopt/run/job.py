@@ -227,7 +227,8 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
     dense = dense_stream = None
     if any(s.needs_dense for s in stages):
         dtype = stream.dtype if stream is not None else next(model.parameters()).dtype
-        dense_stream = _dense_stream(inputs.dense if inputs.dense is not None else inputs.model, inputs, dtype)
+        if all(s.walks for s in stages if s.needs_dense):  # walked block by block: read one block at a time
+            dense_stream = _dense_stream(inputs.dense if inputs.dense is not None else inputs.model, inputs, dtype)
         if dense_stream is not None:
             dense = dense_stream.model
         elif inputs.dense is not None:

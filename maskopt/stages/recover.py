@@ -1,7 +1,8 @@
 """Recovery as registered stages: ``--recover matrix|subblock|block|blocks|norms_biases|masklora|scalelora``.
 
 Reconstruction stages fit units of the pruned model to the dense model's outputs (walking the blocks,
-resumable per block); PERP stages retrain a few parameters on the language-modelling loss. Both keep
+resumable per block); PERP stages retrain a few parameters on the language-modelling loss (or distil the
+dense model's next-token distribution, ``loss=kd``). Both keep
 the run's explicit masks exactly.
 """
 from __future__ import annotations
@@ -57,12 +58,19 @@ class PERPStage(Stage):
     needs_windows = True
     changes = "all"
 
+    @property
+    def needs_dense(self) -> bool:  # distillation learns from the dense model
+        return self.options.loss == "kd"
+
     def run(self, ctx) -> None:
         train_in_float32(ctx)
+        teacher = ctx.dense_model() if self.options.loss == "kd" else None
         res = perp_retrain(ctx.model, ctx.calibration(), self.options, device=ctx.device, progress=ctx.progress,
-                           masks=ctx.module_masks())
+                           masks=ctx.module_masks(), teacher=teacher)
         if ctx.offload:
             ctx.model.to("cpu")
+            if teacher is not None:
+                teacher.to("cpu")
         ctx.report.recovery[self.name] = {k: v for k, v in res.items() if k != "losses"}
         ctx.log(f"PERP ({self.options.mode}): loss {res['loss_first']:.4f} → {res['loss_last']:.4f}")
 

@@ -1,0 +1,104 @@
+"""PERP with loss='kd': distillation from the dense model — the KL it minimises, zero at the teacher, gradient
+accumulation that equals the whole batch, masks kept, the dense model loaded for it by the CLI."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY_LLAMA, SHARED, needs_shared
+from test_recover_common import assert_mask_kept, masks_of, pruned_pair, windows  # noqa: F401
+
+from maskopt.recover import PERPConfig
+from maskopt.recover.perp import batch_loss, perp_retrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_kd_loss_is_the_mean_token_kl_and_mixes_with_lm():
+    dense, pruned, _ = pruned_pair("llama")
+    x = windows(4, 12, seed=3)
+    with torch.no_grad():
+        for tau in (1.0, 2.0):
+            pt = F.softmax(dense(input_ids=x).logits.double() / tau, -1)
+            ps = F.softmax(pruned(input_ids=x).logits.double() / tau, -1)
+            kl = (pt * (pt.log() - ps.log())).sum(-1).mean() * tau**2
+            got = batch_loss(pruned, x, PERPConfig(loss="kd", temperature=tau), dense)
+            torch.testing.assert_close(got.double(), kl, rtol=1e-4, atol=1e-6)
+        lm = pruned(input_ids=x, labels=x).loss
+        mixed = batch_loss(pruned, x, PERPConfig(loss="kd", lm_weight=0.25), dense)
+        kd = batch_loss(pruned, x, PERPConfig(loss="kd"), dense)
+        torch.testing.assert_close(mixed, 0.75 * kd + 0.25 * lm)
+        assert float(batch_loss(dense, x, PERPConfig(loss="kd"), copy.deepcopy(dense))) == pytest.approx(0, abs=1e-6)
+
+
+def test_kd_from_itself_changes_nothing_and_kd_from_dense_lowers_the_kl():
+    dense, pruned, _ = pruned_pair("llama")
+    train = windows(16, 16, seed=1)
+    twin = copy.deepcopy(dense)
+    loss = batch_loss(twin, train[:8], PERPConfig(loss="kd"), dense)  # at the teacher: KL 0 and its gradient 0
+    loss.backward()
+    assert float(loss.detach()) < 1e-6
+    assert max(float(p.grad.abs().max()) for p in twin.parameters() if p.grad is not None) < 1e-5
+    masks = masks_of(pruned)
+    teacher_state = _state(dense)
+    res = perp_retrain(pruned, train, PERPConfig(mode="masklora", loss="kd", lr=1e-2, steps=20, batch_size=8, r=4,
+                                                 alpha=8), progress=False, teacher=dense)
+    assert res["loss_last"] < 0.8 * res["loss_first"], res
+    assert_mask_kept(pruned, masks)
+    assert all(torch.equal(v, _state(dense)[k]) for k, v in teacher_state.items())  # the teacher is never trained
+
+
+@pytest.mark.parametrize("loss", ["lm", "kd"])
+def test_micro_batches_give_the_whole_batch_gradient(loss):
+    dense, pruned, _ = pruned_pair("llama")
+    train = windows(8, 16, seed=2)
+    out = []
+    for micro in (0, 3):
+        model = copy.deepcopy(pruned)
+        res = perp_retrain(model, train, PERPConfig(mode="norms_biases", loss=loss, lr=1e-2, steps=2, batch_size=8,
+                                                    micro_batch=micro), progress=False, teacher=dense)
+        out.append((_state(model), res["losses"]))
+    (a, la), (b, lb) = out
+    assert la == pytest.approx(lb, rel=1e-5)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (dict(loss="ce"), "loss must be"), (dict(loss="kd", lm_weight=1.5), "lm_weight"),
+    (dict(lm_weight=0.5), "lm_weight"), (dict(loss="kd", temperature=0), "temperature"),
+    (dict(micro_batch=-1), "micro_batch"),
+])
+def test_bad_kd_settings(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        PERPConfig(**bad)
+
+
+def test_kd_needs_a_teacher_other_than_the_model():
+    _, pruned, _ = pruned_pair("llama")
+    with pytest.raises(ValueError, match="dense model"):
+        perp_retrain(pruned, windows(), PERPConfig(loss="kd", steps=1), progress=False)
+    with pytest.raises(ValueError, match="teacher is the model"):
+        perp_retrain(pruned, windows(), PERPConfig(loss="kd", steps=1), progress=False, teacher=pruned)
+
+
+@needs_shared
+def test_cli_distils_from_the_dense_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from maskopt.cli import app
+
+    calib = str(SHARED / "data" / "wikitext-2" / "valid.txt")
+    common = ["--calib", calib, "--nsamples", "8", "--seqlen", "32", "--no-eval", "-q", "--threads", "1"]
+    r = CliRunner().invoke(app, ["prune", str(TINY_LLAMA), "--method", "wanda", "--recover",
+                                 "masklora:loss=kd,steps=2,batch_size=4", "-o", str(tmp_path / "a"), *common])
+    assert r.exit_code == 0, r.output
+    import json
+    rep = json.loads((tmp_path / "a" / "maskopt_report.json").read_text())
+    assert rep["recovery"]["masklora"]["steps"] == 2, rep["recovery"]
+    r = CliRunner().invoke(app, ["recover", str(tmp_path / "a"), "--recover", "masklora:loss=kd,steps=2,batch_size=4",
+                                 "-o", str(tmp_path / "b"), *[c for c in common if c != "--no-eval"]])
+    assert r.exit_code == 0, r.output
