@@ -129,6 +129,7 @@ def prune(
     certify: bool = typer.Option(False, help="Add a certified lower bound (root relaxation) and optimality gap per layer to the report."),
     refit: bool = typer.Option(False, "--refit", help="Least-squares update of every layer's kept weights after its mask (closed form from G, before the next block sees it)."),
     match: str = typer.Option("pruned", "--match", help="What each layer's pruned output must match: 'pruned' = its own dense weights on the pruned model's inputs (SparseGPT's layer problem), 'dense' = the dense model's output at that layer (min ‖W X_dense − Ŵ X_pruned‖², which also undoes error made upstream; one more forward per block)."),
+    match_strength: Optional[float] = typer.Option(None, "--match-strength", help="With --match dense: α in (0, 1], each layer minimises (1 − α)·(its 'pruned' error) + α·(its 'dense' error)."),
     allocation: str = typer.Option("uniform", help="Sparsity per block: 'uniform', or 'owl' (outlier-weighted layer-wise sparsity: blocks with more activation outliers keep more; same global sparsity)."),
     owl_lambda: float = typer.Option(0.08, help="OWL: block sparsities lie within sparsity ± λ."),
     owl_m: float = typer.Option(5.0, help="OWL: a Wanda score is an outlier above M times its block's mean."),
@@ -180,7 +181,8 @@ def prune(
             eval_max_windows = 32  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
-                          certify=certify, refit=refit, match=match, allocation=allocation, owl_lambda=owl_lambda, owl_m=owl_m,
+                          certify=certify, refit=refit, match=match,
+                          **({"match_strength": match_strength} if match_strength is not None else {}), allocation=allocation, owl_lambda=owl_lambda, owl_m=owl_m,
                           targets=list(targets or []), ignore=list(ignore or []),
                           sparsity_overrides=_overrides(sparsity_override), progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
@@ -236,7 +238,7 @@ def _prune_summary(report, out) -> None:
 
 
 STAGE_FLAGS = ("method", "sparsity", "pattern", "calib", "nsamples", "seqlen", "seed", "eval_text", "no_eval",
-               "eval_max_windows", "opt", "certify", "refit", "match", "allocation", "owl_lambda", "owl_m", "targets", "ignore",
+               "eval_max_windows", "opt", "certify", "refit", "match", "match_strength", "allocation", "owl_lambda", "owl_m", "targets", "ignore",
                "sparsity_override", "recover", "reconstruct", "recon_opt", "perp", "perp_opt", "batch_size")
 
 

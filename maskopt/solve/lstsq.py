@@ -78,7 +78,8 @@ def dense_target(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, *, damp: flo
     With the pruned model's inputs X_p (G = X_p X_pᵀ) and the dense model's X_d (C = X_d X_pᵀ),
     ‖W X_d − Ŵ X_p‖²_F = ‖(W' − Ŵ) X_p‖²_F + const for every Ŵ when W' G = W C, i.e.
     W' = W + W (C − G) G⁻¹; G is ridged by λ = damp · mean(diag G) in the correction only, so that
-    C = G (unchanged inputs) gives W' = W exactly. ``strength`` α scales the correction: W + α W (C − G) G⁻¹.
+    C = G (unchanged inputs) gives W' = W exactly. ``strength`` α scales the correction, W' = W + α W (C − G) G⁻¹,
+    which is the optimum of the mixture (1 − α)‖(W − Ŵ) X_p‖² + α‖W X_d − Ŵ X_p‖² (up to a constant).
     """
     d = W.shape[1]
     if tuple(G.shape) != (d, d) or tuple(C.shape) != (d, d):

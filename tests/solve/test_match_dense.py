@@ -18,20 +18,23 @@ def _windows(n=8, L=16, seed=0):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), d=st.integers(2, 9), rows=st.integers(1, 5), noise=st.floats(0.0, 2.0))
-def test_objective_differs_by_a_constant(seed, d, rows, noise):
-    """‖W X_d − Ŵ X_p‖² − ‖(W' − Ŵ) X_p‖² is the same number for every Ŵ (no damping, X_p of full rank)."""
+@given(seed=st.integers(0, 10_000), d=st.integers(2, 9), rows=st.integers(1, 5), noise=st.floats(0.0, 2.0),
+       alpha=st.sampled_from([1.0, 0.25, 0.6]))
+def test_objective_differs_by_a_constant(seed, d, rows, noise, alpha):
+    """(1 − α)‖(W − Ŵ) X_p‖² + α‖W X_d − Ŵ X_p‖² − ‖(W' − Ŵ) X_p‖² is the same number for every Ŵ (no damping,
+    X_p of full rank): strength α mixes the two objectives, α = 1 is the dense match."""
     g = torch.Generator().manual_seed(seed)
     n = 4 * d + 3
     W = torch.randn(rows, d, generator=g, dtype=torch.float64)
     Xd = torch.randn(d, n, generator=g, dtype=torch.float64)
     Xp = Xd + noise * torch.randn(d, n, generator=g, dtype=torch.float64)
-    Wp = dense_target(W, Xp @ Xp.T, Xd @ Xp.T, damp=0.0)
+    Wp = dense_target(W, Xp @ Xp.T, Xd @ Xp.T, damp=0.0, strength=alpha)
     gaps = []
     for _ in range(4):
         Wh = torch.randn(rows, d, generator=g, dtype=torch.float64) * (torch.rand(rows, d, generator=g) < 0.5)
-        gaps.append(float(((W @ Xd - Wh @ Xp) ** 2).sum() - (((Wp - Wh) @ Xp) ** 2).sum()))
-    scale = float(((W @ Xd) ** 2).sum()) + float(((Wp @ Xp) ** 2).sum())
+        mixed = (1 - alpha) * (((W - Wh) @ Xp) ** 2).sum() + alpha * ((W @ Xd - Wh @ Xp) ** 2).sum()
+        gaps.append(float(mixed - (((Wp - Wh) @ Xp) ** 2).sum()))
+    scale = float(((W @ Xd) ** 2).sum()) + float(((W @ Xp) ** 2).sum()) + float(((Wp @ Xp) ** 2).sum())
     assert max(gaps) - min(gaps) <= 1e-9 * scale
 
 
