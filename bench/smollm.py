@@ -63,7 +63,7 @@ TUNE_HEADER = (
 
 def row_key(r: dict) -> tuple:
     return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"), r.get("refit", False),
-            r.get("eval_tag"), r.get("match", "pruned"))
+            r.get("eval_tag"), r.get("match", "pruned"), r.get("match_strength", 1.0))
 
 
 def mask_cache(a: argparse.Namespace) -> Path:
@@ -71,7 +71,7 @@ def mask_cache(a: argparse.Namespace) -> Path:
     root = Path(os.environ.get("MASKOPT_BENCH_MASKS", Path.home() / ".cache" / "maskopt" / "bench-masks"))
     key = f"{a.model}-{a.method}-{a.setting}-{a.allocation}-refit{a.refit[0]}-{a.nsamples}x{a.seqlen}"
     key += "" if a.protocol == "v1" else f"-{a.protocol}"  # v2 calibrates on another text: other masks
-    key += "" if a.match == "pruned" else f"-match{a.match}"
+    key += "" if a.match == "pruned" else f"-match{a.match}" + ("" if a.match_strength == 1 else f"{a.match_strength:g}")
     return root / re.sub(r"[^A-Za-z0-9._=-]+", "_", key)
 
 
@@ -125,7 +125,8 @@ def child(a: argparse.Namespace) -> None:
         cfg = PruneConfig(method=name, sparsity=sparsity, pattern=pattern, nsamples=a.nsamples, seqlen=a.seqlen,
                           method_options=parse_kv(opts.split(",") if opts else []), progress=False,
                           reference=None if a.no_reference else "wanda", allocation=a.allocation,
-                          refit=a.refit == ["yes"], match=a.match)
+                          refit=a.refit == ["yes"], match=a.match,
+                          **({"match_strength": a.match_strength} if a.match == "dense" else {}))
         stages, out = [PruneStage(cfg), SaveStage(SaveOptions(overwrite=True)), *recover, evaluate], cache
         cache.parent.mkdir(parents=True, exist_ok=True)
     t_job = time.time()
@@ -140,7 +141,7 @@ def child(a: argparse.Namespace) -> None:
         scores["calib_sha256"] = write_splits()["calib_sha256"]
     row = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
            "allocation": a.allocation, "refit": a.refit == ["yes"], **scores,
-           **({"match": a.match} if a.match != "pruned" else {}),
+           **({"match": a.match, "match_strength": a.match_strength} if a.match != "pruned" else {}),
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
            "mean_wanda_relative_error": rep.mean_reference_relative_error(),
            "layer_relative_errors": [r.relative_error for r in rep.layers],
@@ -153,8 +154,14 @@ def child(a: argparse.Namespace) -> None:
     print(json.dumps(row))
 
 
+def match_of(r: dict) -> str:
+    return f"dense α={r.get('match_strength', 1.0):g}" if r.get("match") == "dense" else "pruned"
+
+
 def mask_label(r: dict) -> str:
-    return r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + (" + refit" if r.get("refit") else "")
+    match = f" (match {match_of(r)})" if r.get("match") == "dense" else ""
+    return (r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + match
+            + (" + refit" if r.get("refit") else ""))
 
 
 def recovery_seconds(r: dict) -> float:
@@ -233,12 +240,12 @@ def table_tune(rows: list[dict]) -> str:
     for r in rows:
         if "tune" in r and r.get("protocol") == "v2" and not r["method"].startswith("peer:"):
             best.setdefault((r["method"], r["setting"], r.get("allocation", "uniform"), r.get("refit", False),
-                             r["recover"], r.get("match", "pruned")), r)
+                             r["recover"], match_of(r)), r)
     out = ["| setting | mask | recovery | match | tuning ppl [95%] | Δ vs match=pruned (paired 95%) | prune s |",
            "|---|---|---|---|---:|---:|---:|"]
     for key, r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2:])):
         ref = best.get(key[:-1] + ("pruned",)) if key[-1] != "pruned" else None
-        out.append(f"| {r['setting']} | {mask_label(r)} | {r['recover']} | {key[-1]} | {_ci(r['tune'])} | "
+        out.append(f"| {r['setting']} | {r['method'] + (' (OWL)' if key[2] == 'owl' else '') + (' + refit' if key[3] else '')} | {r['recover']} | {key[-1]} | {_ci(r['tune'])} | "
                    f"{_diff(r, ref, 'tune')} | {r.get('prune_seconds') or 0:.0f} |")
     return "\n".join(out) + "\n"
 
@@ -404,6 +411,7 @@ def main() -> None:
                     help="least-squares refit of every layer after its mask (a row dimension: no, yes or both)")
     ap.add_argument("--match", default="pruned", choices=["pruned", "dense"],
                     help="each layer matches its output on the pruned inputs, or the dense model's (PruneConfig.match)")
+    ap.add_argument("--match-strength", type=float, default=1.0, help="α of --match dense (PruneConfig.match_strength)")
     ap.add_argument("--tune-only", action="store_true",
                     help="v2: score the tuning text alone (for choices; use another --name than the scoreboard's)")
     ap.add_argument("--protocol", default="v2", choices=["v1", "v2"], help="evaluation protocol (see above)")
@@ -435,7 +443,8 @@ def main() -> None:
         common = ["--model", a.model, "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--eval-max-windows",
                   str(a.eval_max_windows), "--threads", str(a.threads), "--allocation", a.allocation,
                   "--protocol", a.protocol, "--wikitext-windows", str(a.wikitext_windows), "--heldout-windows",
-                  str(a.heldout_windows), "--zeroshot-limit", str(a.zeroshot_limit), "--match", a.match]
+                  str(a.heldout_windows), "--zeroshot-limit", str(a.zeroshot_limit), "--match", a.match,
+                   "--match-strength", str(a.match_strength)]
         common += ["--tune-only"] if a.tune_only else []
         common += ["--no-reference"] if a.no_reference else []
         common += ["--no-zeroshot"] if a.no_zeroshot else []
@@ -444,8 +453,9 @@ def main() -> None:
                                                  for f in a.refit for r in a.recover]
         for method, setting, rec, refit in todo:
             key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes", tag,
-                   a.match if method != "dense" else "pruned")
-            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") and k[-2] == tag for k in done)):
+                   a.match if method != "dense" else "pruned",
+                   a.match_strength if method != "dense" and a.match == "dense" else 1.0)
+            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") and k[-3] == tag for k in done)):
                 continue
             args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec,
                     "--refit", refit, *common]
