@@ -65,22 +65,51 @@ def label(r: dict) -> str:
     return r["method"] + (":" + ",".join(r["opt"]) if r["opt"] else "") + (f" ({f})" if f else "")
 
 
+def scoreboard_bases() -> list[dict]:
+    """The scoreboard's rows (bench/results/smollm_v2.jsonl, scored on the same tuning windows) in this file's row
+    shape, as match='pruned' references where this file has none."""
+    from common import SETTINGS  # noqa: PLC0415
+
+    path = RESULTS / "smollm_v2.jsonl"
+    out = []
+    for r in read_jsonl(path) if path.exists() else []:
+        if "tune" not in r or r["method"] in ("dense",) or r["method"].startswith("peer:") or r["recover"] != "none":
+            continue
+        name, _, opts = r["method"].partition(":")
+        pattern, sparsity = SETTINGS[r["setting"]]
+        fields = {**({"allocation": r["allocation"]} if r.get("allocation", "uniform") != "uniform" else {}),
+                  **({"refit": True} if r.get("refit") else {})}
+        if r.get("match", "pruned") == "pruned":
+            out.append({"method": name, "opt": opts.split(",") if opts else [], "sparsity": sparsity, "pattern": pattern,
+                        "fields": fields, "tune": r["tune"], "prune_seconds": r.get("prune_seconds") or 0,
+                        "mean_match_shift": 0.0, "from": "smollm_v2"})
+    return out
+
+
+def _base_key(r: dict) -> tuple:
+    f = {k: v for k, v in r["fields"].items() if not k.startswith("match")}
+    return (r["method"], tuple(r["opt"]), r["sparsity"], r["pattern"], json.dumps(f, sort_keys=True))
+
+
 def table(rows: list[dict]) -> str:
     from protocol import compare  # noqa: PLC0415
 
     out = ["| sparsity | pattern | method (PruneConfig fields) | tuning ppl [95%] | Δ vs match=pruned (paired 95%) | "
            "mean match shift | prune s |", "|---:|---|---|---:|---:|---:|---:|"]
+    bases = {_base_key(b): b for b in scoreboard_bases()}
+    bases.update({_base_key(b): b for b in rows if b["fields"].get("match", "pruned") == "pruned"})
+    rows = rows + [b for b in bases.values() if b.get("from") and not any(_base_key(r) == _base_key(b) and
+                                                                        r["fields"].get("match", "pruned") == "pruned"
+                                                                        for r in rows)]
     for r in sorted(rows, key=lambda r: (r["sparsity"], r["pattern"], r["method"], label(r))):
-        base = next((b for b in rows if b["method"] == r["method"] and b["opt"] == r["opt"] and
-                     b["sparsity"] == r["sparsity"] and b["pattern"] == r["pattern"] and
-                     b["fields"].get("match", "pruned") == "pruned" and set(b["fields"]) <= {"match", "refit"} and
-                     b["fields"].get("refit") == r["fields"].get("refit")), None)
+        base = bases.get(_base_key(r))
         d = "–"
         if base is not None and base is not r:
             c = compare(r, base, "tune")
             d = f"{c['diff']:+.2f} [{c['diff_lo']:+.2f}, {c['diff_hi']:+.2f}]"
         t = r["tune"]
-        out.append(f"| {r['sparsity']:.0%} | {r['pattern']} | {label(r)} | {t['ppl']:.2f} [{t['lo']:.2f}, {t['hi']:.2f}] "
+        src = " (scoreboard row)" if r.get("from") else ""
+        out.append(f"| {r['sparsity']:.0%} | {r['pattern']} | {label(r)}{src} | {t['ppl']:.2f} [{t['lo']:.2f}, {t['hi']:.2f}] "
                    f"| {d} | {r['mean_match_shift']:.3f} | {r['prune_seconds']:.0f} |")
     return "\n".join(out) + "\n"
 
