@@ -49,7 +49,8 @@ def run(a: argparse.Namespace) -> dict:
             "mean_relative_error": rep.mean_relative_error(),
             "mean_match_shift": (sum(r.info.get("match_shift", 0.0) for r in rep.layers) / max(1, len(rep.layers))),
             "peak_memory_mb": peak_memory_mb()["cpu_rss"], "threads": a.threads,
-            "calib_sha256": write_splits()["calib_sha256"]}
+            "calib_sha256": write_splits()["calib_sha256"],
+            "effective": {"match": cfg.match, "match_strength": cfg.match_strength, "match_damp": cfg.match_damp}}
 
 
 def _value(v: str):
@@ -61,7 +62,10 @@ def _value(v: str):
 
 
 def label(r: dict) -> str:
-    f = ", ".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted(r["fields"].items()))
+    fields = dict(r["fields"])
+    if fields.get("match") == "dense" and "match_strength" not in fields:
+        fields["match_strength"] = r.get("effective", {}).get("match_strength", "1 (then the default)")
+    f = ", ".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted(fields.items()))
     return r["method"] + (":" + ",".join(r["opt"]) if r["opt"] else "") + (f" ({f})" if f else "")
 
 
@@ -133,7 +137,9 @@ def main() -> None:
     md = table(read_jsonl(JSONL))
     (RESULTS / "match_dense.md").write_text(
         "Tuning text only (protocol v2), SmolLM2-135M, calibration 128 × 256. Made by `bench/match_dense.py` "
-        "(see its docstring). Prune times ran beside other jobs on the 2 cores: not timings.\n\n" + md)
+        "(see its docstring). Prune times ran beside other jobs on the 2 cores: not timings. The row of α = 1 on every "
+        "layer (SparseGPT 50%: tuning ppl 561.10, the full dense match over-corrects) was made by `bench/smollm.py "
+        "--name tuning_v2 --tune-only --match dense` before α existed: see tuning_v2.md.\n\n" + md)
     print(md)
 
 

@@ -35,7 +35,9 @@ class PruneConfig:
     # the usual problem with W' = W C G⁻¹ (C = X_d X_pᵀ), so every method also corrects the upstream error
     match: str = "pruned"
     match_damp: float = 0.01  # match='dense': ridge of G in W' (fraction of mean diag G)
-    match_strength: float = 1.0  # α: (1 − α)·(the 'pruned' objective) + α·(the 'dense' one); W' = W + α W (C − G) G⁻¹
+    # α: (1 − α)·(the 'pruned' objective) + α·(the 'dense' one); W' = W + α W (C − G) G⁻¹. Chosen on the tuning
+    # text (bench/results/match_dense.md, SparseGPT 50%: α 0 / 0.1 / 0.25 / 0.5 / 1 → 45.40 / 43.48 / 42.13 / 43.71 / 561)
+    match_strength: float = 0.25
     match_layers: list[str] = field(default_factory=list)  # match='dense' only for these linears (patterns); [] = all
     allocation: str = "uniform"  # 'uniform', or 'owl' (outlier-weighted per-block sparsity, same global sparsity)
     owl_lambda: float = 0.08  # OWL: block sparsities spread over sparsity ± λ

@@ -125,7 +125,8 @@ def test_refit_on_the_dense_match_is_its_least_squares_optimum(method):
         dense = copy.deepcopy(model)
         adapter = get_adapter(model)
         cfg = maskopt.PruneConfig(method=method, sparsity=0.5, refit=True, match=match, match_damp=0.0,
-                                  progress=False, batch_size=4, reference=None)
+                                  progress=False, batch_size=4, reference=None,
+                                  **({"match_strength": 1.0} if match == "dense" else {}))
         report = maskopt.prune(model, w, cfg)
         Xd, Xp = _layer_inputs(dense, adapter, w, name), _layer_inputs(model, adapter, w, name)
         W, Wh = dense.get_submodule(name).weight.detach().double(), model.get_submodule(name).weight.detach().double()
