@@ -7,6 +7,8 @@ the bytes of the tensor asked for), in the dtype asked for.
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import json
 from pathlib import Path
 
@@ -177,34 +179,50 @@ class PackedMask:
         self.packed, self.shape = packed, shape
 
 
-class PackedMasks(dict):
-    """Masks kept bit-packed in memory (8 per byte): a streamed run holds every layer's mask without a byte per
-    weight. Reads unpack the one mask asked for."""
+class PackedMasks(MutableMapping):
+    """Masks kept bit-packed in memory (8 per byte): a run holds every layer's mask without a byte per weight.
+    A mapping of name → bool tensor: reads unpack the one mask asked for, so ``dict(masks)`` and ``masks.items()``
+    give plain bool masks; ``packed_items`` gives the stored bytes."""
+
+    def __init__(self, other=(), **kw) -> None:
+        self._data: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
+        self.update(other, **kw)
 
     def __setitem__(self, name: str, mask: torch.Tensor) -> None:
         from ..io import pack_bits  # noqa: PLC0415
 
-        super().__setitem__(name, (pack_bits(mask), tuple(mask.shape)))
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask {name!r} must be a bool tensor, got {mask.dtype}")
+        self._data[name] = (pack_bits(mask), tuple(mask.shape))
 
     def __getitem__(self, name: str) -> torch.Tensor:
         from ..io import unpack_bits  # noqa: PLC0415
 
-        packed, shape = super().__getitem__(name)
+        packed, shape = self._data[name]
         return unpack_bits(packed, shape)
 
-    def get(self, name, default=None):
-        return self[name] if name in self else default
+    def __delitem__(self, name: str) -> None:
+        del self._data[name]
 
-    def items(self):
-        return ((k, self[k]) for k in self.keys())
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"PackedMasks({len(self)} masks)"
 
     def packed_items(self):
         """(name, PackedMask) pairs: the bytes as stored, for writers that keep them packed (maskopt.io.save_masks)."""
-        return ((k, PackedMask(*dict.__getitem__(self, k))) for k in self.keys())
-
-    def values(self):
-        return (self[k] for k in self.keys())
+        return ((k, PackedMask(*v)) for k, v in self._data.items())
 
     def update(self, other=(), **kw) -> None:
+        if isinstance(other, PackedMasks):  # copied packed, never unpacked
+            self._data.update(other._data)
+            other = ()
         for k, v in dict(other, **kw).items():
             self[k] = v
+
+    def copy(self) -> "PackedMasks":
+        return PackedMasks(self)

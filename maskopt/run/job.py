@@ -234,9 +234,7 @@ def run_job(stages: list[Stage], inputs: JobInputs, *, out: str | Path | None = 
         elif inputs.dense is not None:
             dense = load_model(inputs.dense, dtype, trust_remote_code=inputs.trust_remote_code,
                                progress=inputs.progress)[0]
-    masks = load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {}
-    if stream is not None:
-        masks = PackedMasks(masks)
+    masks = PackedMasks(load_masks(model_path / MASKS_FILE) if (model_path / MASKS_FILE).is_file() else {})
     ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=masks, report=report, out=out, log=log)
     ctx.stream, ctx.dense_stream = stream, dense_stream
     ctx.report.inputs["dense_streamed"] = dense_stream is not None
@@ -275,8 +273,8 @@ def run_on(stages: list[Stage], model: nn.Module, tokenizer=None, calibration=No
         clean_stale(out)
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or "<in memory>"
     inputs = JobInputs(name, calibration if calibration is not None else (), **settings)
-    ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=dict(masks or {}), report=report, out=out,
-                  log=log)
+    ctx = context(stages, model, tokenizer, inputs, dense=dense, masks=PackedMasks(masks or {}), report=report,
+                  out=out, log=log)
     result = run_stages(stages, ctx)
     result.masks = ctx.masks
     return result
