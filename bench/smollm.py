@@ -269,7 +269,7 @@ def pick_rows(rows: list[dict]) -> list[dict]:
     """One row per configuration: the most fully evaluated one (whole sets before limits, more windows first)."""
     best: dict = {}
     for r in rows:
-        k = row_key(r)[:6]
+        k = row_key(r)[:6] + row_key(r)[7:]  # all but the evaluation tag
         ev = r.get("eval", {})
         score = ((ev.get("wikitext_windows") or 10 ** 6), bool(ev.get("zeroshot")),
                  (ev.get("zeroshot_limit") or 10 ** 6))
