@@ -186,7 +186,7 @@ def prune(
                           targets=list(targets or []), ignore=list(ignore or []),
                           sparsity_overrides=_overrides(sparsity_override), progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
-        warm_from, model_name = _existing(cfg, model, dense, save_recipe, model_name)
+        warm_from, model_name = _existing(cfg, model, dense, model_name)
         stages = [_eval_stage(texts, "dense", eval_max_windows, cache=True)] if texts else []
         stages += [new_stage("prune", cfg), *_recover_specs(recover, reconstruct, recon_opt, perp, perp_opt)]
         stages += [_eval_stage(texts, "pruned", eval_max_windows)] if texts else []
@@ -197,7 +197,7 @@ def prune(
                            trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
                            dtype=dtype, save_dtype=save_dtype, stream=stream,
                            recipe=_recipe_of(stages, calibration, model_name, save_recipe, overwrite,
-                                             [model_name, *calib_files]), warm_from=warm_from)
+                                             [model_name, *calib_files, warm_from], warm_from), warm_from=warm_from)
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
         _write_recipe(save_recipe, inputs.recipe, overwrite)
     except USER_ERRORS as e:
@@ -205,7 +205,7 @@ def prune(
     _prune_summary(report, out)
 
 
-def _existing(cfg, model: Optional[str], dense: Optional[str], save_recipe, model_name: str):
+def _existing(cfg, model: Optional[str], dense: Optional[str], model_name: str):
     """(warm_from, the model to prune): polishing MODEL's own zeros (``warm_start=existing``) prunes its dense model
     with MODEL's masks as warm starts; otherwise (None, MODEL) and --dense is refused."""
     from .report import load_report  # noqa: PLC0415
@@ -217,8 +217,6 @@ def _existing(cfg, model: Optional[str], dense: Optional[str], save_recipe, mode
         return None, model_name
     if model is None:
         raise ValueError("warm_start=existing polishes MODEL's zeros: name the pruned model (and --dense)")
-    if save_recipe is not None:
-        raise ValueError("a recipe cannot name the model to polish yet: run warm_start=existing without --save-recipe")
     dense_name = _dense_of(load_report(Path(model)) if Path(model).is_dir() else None, dense)
     if not dense_name:
         raise ValueError(f"polishing {model} needs the dense model it was pruned from: pass --dense DENSE")
@@ -251,7 +249,7 @@ def _no_stage_flags(ctx: typer.Context, why: str) -> None:
 
 
 def _recipe_of(stages, calibration: dict, model: Optional[str], save_recipe: Optional[Path], overwrite: bool,
-               inputs_of=()) -> dict:
+               inputs_of=(), warm_from: Optional[str] = None) -> dict:
     """The recipe of a command-line run (recorded in the report); --save-recipe's file is checked now (an existing
     one is replaced only with --overwrite)."""
     from .recipe import Recipe  # noqa: PLC0415
@@ -259,7 +257,8 @@ def _recipe_of(stages, calibration: dict, model: Optional[str], save_recipe: Opt
 
     if save_recipe is not None:
         check_file(save_recipe, overwrite, [p for p in inputs_of if p])
-    return Recipe.from_stages(stages, calibration, model=str(model) if model else None).to_dict()
+    return Recipe.from_stages(stages, calibration, model=str(model) if model else None,
+                              warm_from=str(warm_from) if warm_from else None).to_dict()
 
 
 def _write_recipe(save_recipe: Optional[Path], recipe: Optional[dict], overwrite: bool) -> None:
@@ -288,8 +287,9 @@ def _run_recipe(recipe_path: Path, model: Optional[str], out: Optional[Path], ov
         out = out if out is not None else (Path(r.out) if r.out else None)
         calib = list(r.calibration.get("texts") or [str(defaults.default_calib())])
         texts = [t for s in stages if s.name == "evaluate" for t in s.options.texts]
+        warm_from = r.warm_from
         if any(s.name == "save" for s in stages):
-            check_dir(out, overwrite, [model_name, *calib, *texts, recipe_path])
+            check_dir(out, overwrite, [model_name, *calib, *texts, recipe_path, *([warm_from] if warm_from else [])])
         elif out is not None:
             raise ValueError("--out given, but the recipe has no save stage")
         _threads(threads)
@@ -299,7 +299,8 @@ def _run_recipe(recipe_path: Path, model: Optional[str], out: Optional[Path], ov
                            trust_remote_code=trust_remote_code, progress=not quiet, eval_texts=texts,
                            dtype=dtype, save_dtype=save_dtype,
                            recipe=_recipe_of(stages, {**r.calibration, "texts": calib}, model_name, save_recipe,
-                                             overwrite, [model_name, *calib]))
+                                             overwrite, [model_name, *calib, warm_from], warm_from),
+                           warm_from=warm_from)
         report = run_job(stages, inputs, out=out, resume=resume, log=_log(quiet))
         _write_recipe(save_recipe, inputs.recipe, overwrite)
     except USER_ERRORS as e:

@@ -12,6 +12,8 @@
       - export: {format: cs256, out: out/cs256}
       - save: {}
     out: out/pruned                                     # optional: --out wins
+    warm_from: other/pruned_model                       # optional: polish this model's zeros (prune with
+                                                        # warm_start=existing; `model` is then its dense model)
 
 Every stage is a registered stage name (``maskopt methods`` lists the recovery ones) with the fields of its options;
 every name, field, type and value is checked before any model is loaded. The calibration settings are the run's
@@ -46,6 +48,7 @@ class Recipe:
     calibration: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     out: str | None = None
+    warm_from: str | None = None  # a model pruned elsewhere: its zeros warm-start a prune stage (warm_start=existing)
 
     # ---- reading --------------------------------------------------------------------------
     @classmethod
@@ -68,9 +71,10 @@ class Recipe:
                 raise RecipeError(f"recipe {source}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise RecipeError("a recipe is a mapping with 'stages' (and optionally model, calibration, out)")
-        unknown = sorted(set(data) - {"maskopt_recipe", "model", "calibration", "stages", "out"})
+        unknown = sorted(set(data) - {"maskopt_recipe", "model", "calibration", "stages", "out", "warm_from"})
         if unknown:
-            raise RecipeError(f"recipe: unknown key(s) {unknown}; keys: maskopt_recipe, model, calibration, stages, out")
+            raise RecipeError(f"recipe: unknown key(s) {unknown}; keys: maskopt_recipe, model, calibration, stages, "
+                              "out, warm_from")
         if data.get("maskopt_recipe", VERSION) != VERSION:
             raise RecipeError(f"recipe version {data['maskopt_recipe']!r}; this maskopt reads version {VERSION}")
         calib = data.get("calibration") or {}
@@ -88,7 +92,7 @@ class Recipe:
             stages.append((str(name), dict(opts or {})))
         if not stages:
             raise RecipeError("recipe: no stages")
-        return cls(stages, dict(calib), data.get("model"), data.get("out"))
+        return cls(stages, dict(calib), data.get("model"), data.get("out"), data.get("warm_from"))
 
     # ---- writing --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +103,8 @@ class Recipe:
         d["stages"] = [{name: opts} for name, opts in self.stages]
         if self.out is not None:
             d["out"] = str(self.out)
+        if self.warm_from is not None:
+            d["warm_from"] = str(self.warm_from)
         return _plain(d)
 
     def to_yaml(self) -> str:
@@ -108,7 +114,7 @@ class Recipe:
 
     @classmethod
     def from_stages(cls, stages: list[Stage], calibration: dict[str, Any], model: str | None = None,
-                    out: str | None = None) -> "Recipe":
+                    out: str | None = None, warm_from: str | None = None) -> "Recipe":
         """The recipe of a stage list built elsewhere (the command line): what ``build`` turns back into it."""
         items = []
         for s in stages:
@@ -121,7 +127,7 @@ class Recipe:
                 _, meta = STAGES.entry(s.name)
                 opts = {k: v for k, v in opts.items() if k not in meta["preset"]}
             items.append((s.name, opts))
-        return cls(items, {k: v for k, v in calibration.items() if v is not None}, model, out)
+        return cls(items, {k: v for k, v in calibration.items() if v is not None}, model, out, warm_from)
 
     # ---- stages ---------------------------------------------------------------------------
     def calibration_settings(self) -> dict[str, Any]:
@@ -152,6 +158,14 @@ class Recipe:
                     out.append(make_stage(name, options=opts))
             except (ValueError, TypeError) as e:
                 raise RecipeError(f"{what}: {e}") from None
+        existing = any(s.name == "prune" and (s.options.method == "existing"
+                                              or s.options.method_options.get("warm_start") == "existing") for s in out)
+        if existing and not self.warm_from:
+            raise RecipeError("a prune stage starts from existing zeros (warm_start=existing): name the model pruned "
+                              "elsewhere as warm_from (and its dense model as model)")
+        if self.warm_from and not existing:
+            raise RecipeError("warm_from is the model whose zeros a prune stage polishes: use method_options "
+                              "{warm_start: existing} in the prune stage")
         return out
 
 

@@ -72,3 +72,37 @@ def test_polish_refusals(dense):
                "--out", str(dense / "x"))
     assert r.exit_code == 2 and "pass --dense" in r.output
     assert not (dense / "x").exists()
+
+
+def test_polish_as_a_recipe_repeats_bit_for_bit(dense):
+    """--save-recipe of a polishing run names the pruned model as warm_from and its dense model as model;
+    `maskopt run` of that file writes the same bytes."""
+    from maskopt.cli import app
+
+    elsewhere = dense / "elsewhere-recipe"
+    assert _prune(dense, str(dense / "dense"), "--method", "magnitude", "--out", str(elsewhere)).exit_code == 0
+    recipe = dense / "polish.yaml"
+    r = _prune(dense, str(elsewhere), "--dense", str(dense / "dense"), "--method", "sparseswaps", "--opt",
+               "warm_start=existing", "--out", str(dense / "pa"), "--save-recipe", str(recipe))
+    assert r.exit_code == 0, r.output
+    import yaml
+
+    data = yaml.safe_load(recipe.read_text())
+    assert data["warm_from"] == str(elsewhere) and data["model"] == str(dense / "dense")
+    r = runner.invoke(app, ["run", str(recipe), "--out", str(dense / "pb"), "-q"])
+    assert r.exit_code == 0, r.output
+    for name in ("model.safetensors", "maskopt_masks.safetensors"):
+        assert (dense / "pa" / name).read_bytes() == (dense / "pb" / name).read_bytes(), name
+
+
+def test_recipe_warm_from_must_match_a_polishing_prune_stage(dense, tmp_path):
+    from maskopt.cli import app
+
+    bad = {"warm_from": ("warm_from: x\nstages:\n  - prune: {method: wanda}\n", "warm_start: existing"),
+           "missing": ("stages:\n  - prune: {method: sparseswaps, method_options: {warm_start: existing}}\n",
+                       "name the model pruned elsewhere as warm_from")}
+    for name, (text, says) in bad.items():
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(f"model: {dense / 'dense'}\ncalibration: {{texts: [{dense / 'calib.txt'}]}}\n" + text)
+        r = runner.invoke(app, ["run", str(f), "-q"])
+        assert r.exit_code == 2 and says in r.output, r.output
