@@ -282,7 +282,7 @@ def table_v2(rows: list[dict]) -> str:
     rows = pick_rows([r for r in rows if r.get("protocol") == "v2"])
     dense = next((r for r in rows if r["method"] == "dense"), None)
     ref = {r["setting"]: r for r in rows if r["method"] == "sparsegpt" and r["recover"] == "none"
-           and not r.get("refit") and r.get("allocation", "uniform") == "uniform"}
+           and not r.get("refit") and r.get("allocation", "uniform") == "uniform" and r.get("match", "pruned") == "pruned"}
     lines = ["| setting | mask | recovery | WikiText ppl [95%] | × dense | Δ vs SparseGPT (paired 95%) | "
              "english-heldout ppl [95%] | Δ heldout vs SparseGPT | tuning ppl | zero-shot mean acc % ± 95% (limit) | "
              "mean acc_norm % | vs Wanda error | prune s | eval s | peak MB | evaluated |",
