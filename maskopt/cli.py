@@ -181,8 +181,8 @@ def prune(
             eval_max_windows = 32  # keeps the default job quick; pass --eval-max-windows 0 for whole texts
         cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, method_options=parse_kv(opt),
                           nsamples=nsamples, seqlen=seqlen, seed=seed, batch_size=batch_size, device=device,
-                          certify=certify, refit=refit, match=match,
-                          **({"match_strength": match_strength} if match_strength is not None else {}), allocation=allocation, owl_lambda=owl_lambda, owl_m=owl_m,
+                          certify=certify, refit=refit, match=match, allocation=allocation, owl_lambda=owl_lambda,
+                          owl_m=owl_m, **({"match_strength": match_strength} if match_strength is not None else {}),
                           targets=list(targets or []), ignore=list(ignore or []),
                           sparsity_overrides=_overrides(sparsity_override), progress=not quiet)
         get_method(cfg.method, **cfg.method_options)  # every option checked before any model is loaded
@@ -210,8 +210,7 @@ def _existing(cfg, model: Optional[str], dense: Optional[str], model_name: str):
     with MODEL's masks as warm starts; otherwise (None, MODEL) and --dense is refused."""
     from .report import load_report  # noqa: PLC0415
 
-    existing = cfg.method == "existing" or cfg.method_options.get("warm_start") == "existing"
-    if not existing:
+    if not cfg.polishes_existing:
         if dense:
             raise ValueError("--dense is for polishing a model pruned elsewhere (--opt warm_start=existing)")
         return None, model_name

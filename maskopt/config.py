@@ -78,6 +78,11 @@ class PruneConfig:
             if pat.kind == "nm":
                 raise ValueError(f"sparsity_overrides ({p!r}): an N:M pattern fixes the sparsity of every layer")
 
+    @property
+    def polishes_existing(self) -> bool:
+        """The prune starts from zeros that exist already (``warm_start=existing``, or the method 'existing')."""
+        return self.method == "existing" or self.method_options.get("warm_start") == "existing"
+
     def selection(self) -> LayerSelection:
         return LayerSelection(list(self.targets), list(self.ignore), dict(self.sparsity_overrides))
 

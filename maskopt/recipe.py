@@ -158,8 +158,7 @@ class Recipe:
                     out.append(make_stage(name, options=opts))
             except (ValueError, TypeError) as e:
                 raise RecipeError(f"{what}: {e}") from None
-        existing = any(s.name == "prune" and (s.options.method == "existing"
-                                              or s.options.method_options.get("warm_start") == "existing") for s in out)
+        existing = any(s.name == "prune" and s.options.polishes_existing for s in out)
         if existing and not self.warm_from:
             raise RecipeError("a prune stage starts from existing zeros (warm_start=existing): name the model pruned "
                               "elsewhere as warm_from (and its dense model as model)")

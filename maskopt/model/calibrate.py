@@ -102,6 +102,15 @@ def run_block(block: nn.Module, batches: list[Batch], device: torch.device) -> l
     return outs
 
 
+def add_product(acc: dict[str, torch.Tensor], name: str, left: torch.Tensor, right: torch.Tensor) -> None:
+    """acc[name] += leftᵀ right (tokens × d each), kept in float64: added to the float64 sum element by element, so
+    no d × d float64 temporary."""
+    if name in acc:
+        acc[name].add_(left.T @ right)
+    else:
+        acc[name] = (left.T @ right).to(torch.float64)
+
+
 class GramCollector:
     """Forward pre-hooks that accumulate G = Σ_tokens x xᵀ (float64) for named linear layers."""
 
@@ -114,12 +123,8 @@ class GramCollector:
         def hook(_module: nn.Module, args: tuple) -> None:
             x = args[0].detach()
             x = x.reshape(-1, x.shape[-1]).to(torch.float32)
-            if name in self.grams:  # added in float64 element by element: no d × d float64 temporary
-                self.grams[name].add_(x.T @ x)
-                self.tokens[name] += x.shape[0]
-            else:
-                self.grams[name] = (x.T @ x).to(torch.float64)
-                self.tokens[name] = x.shape[0]
+            add_product(self.grams, name, x, x)
+            self.tokens[name] = self.tokens.get(name, 0) + x.shape[0]
 
         return hook
 
@@ -167,11 +172,8 @@ def collect_cross_grams(block: nn.Module, adapter: Adapter, batches: list[Batch]
             xd = kept.pop(name)
             if xd.shape != x.shape:
                 raise ValueError(f"{name}: dense and pruned inputs differ in shape ({tuple(xd.shape)} vs {tuple(x.shape)})")
-            for acc, left in ((grams, x), (cross, xd)):
-                if name in acc:
-                    acc[name].add_(left.T @ x)
-                else:
-                    acc[name] = (left.T @ x).to(torch.float64)
+            add_product(grams, name, x, x)
+            add_product(cross, name, xd, x)
         return fn
 
     handles = [m.register_forward_pre_hook(hook(name)) for name, m in firsts.items()]
@@ -291,11 +293,7 @@ class BlockWalker:
             source.drop_non_blocks()  # the blocks run on the captured inputs: the embeddings are not needed again
         if not batches:
             raise ValueError("no calibration inputs were captured (empty calibration data)")
-        if hidden is not None:
-            if len(hidden) != len(batches) or any(h.shape != b.hidden.shape for h, b in zip(hidden, batches)):
-                raise ValueError("saved block inputs do not match the calibration batches")
-            batches = [Batch(h.to(b.hidden.device, b.hidden.dtype), b.args, b.kwargs) for h, b in zip(hidden, batches)]
-        return batches
+        return _with_hidden(batches, hidden, "saved block inputs") if hidden is not None else batches
 
     def _place(self, blocks: list[nn.Module], device: torch.device | str) -> None:
         for b in blocks:
@@ -316,7 +314,7 @@ class BlockWalker:
                             if self.dense_stream else None)
             if self.twin:  # the same capture: block 0's inputs are those of the unchanged model
                 dense_inputs = _with_hidden(inputs, self.resume_dense_hidden if self.start else
-                                            [b.hidden.clone() for b in inputs])
+                                            [b.hidden.clone() for b in inputs], "saved twin-stream inputs")
             starts = range(self.start, self.n_blocks, self.stride)
             self.bar = tqdm(starts, desc=self.desc, disable=not self.progress, initial=0, unit="block")
             for s in self.bar:
@@ -359,10 +357,10 @@ class BlockWalker:
                         m.tie_weights()
 
 
-def _with_hidden(batches: list[Batch], hidden: Sequence[torch.Tensor] | None) -> list[Batch]:
-    """``batches`` with their hidden states replaced (same extra arguments)."""
+def _with_hidden(batches: list[Batch], hidden: Sequence[torch.Tensor] | None, what: str) -> list[Batch]:
+    """``batches`` with their hidden states replaced by ``hidden`` (same extra arguments), checked to fit."""
     if hidden is None or len(hidden) != len(batches) or any(h.shape != b.hidden.shape for h, b in zip(hidden, batches)):
-        raise ValueError("saved twin-stream inputs do not match the calibration batches")
+        raise ValueError(f"{what} do not match the calibration batches")
     return [Batch(h.to(b.hidden.device, b.hidden.dtype), b.args, b.kwargs) for h, b in zip(hidden, batches)]
 
 
