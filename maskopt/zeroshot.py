@@ -188,10 +188,14 @@ def _needs_hub(exc: Exception) -> bool:
 @torch.no_grad()
 def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
               include_path: str | Path | None = None, limit: int | None = None, batch_size: int = 8,
-              num_fewshot: int = 0, seed: int = 0, task_data_dir: str | Path | None = None
-              ) -> dict[str, dict[str, float]]:
+              num_fewshot: int = 0, seed: int = 0, task_data_dir: str | Path | None = None,
+              return_docs: bool = False) -> Any:
     """{task: {metric: value}} (``acc``, ``acc_norm``, ``…_stderr``) of an in-memory causal LM. The task name
-    ``paper`` runs the seven tasks of the Wanda / SparseGPT papers from their local files (default_task_data)."""
+    ``paper`` runs the seven tasks of the Wanda / SparseGPT papers from their local files (default_task_data).
+
+    ``return_docs``: return (that dict, {task: {"doc_id": [...], "acc": [...], "acc_norm": [...]}}), the score of
+    every document (ordered by doc_id), for paired comparisons of two models on the same documents
+    (:func:`paired_accuracy`)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
@@ -205,7 +209,7 @@ def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str,
     # (no resampling happens); 0 would drop the standard errors.
     try:
         out = simple_evaluate(model=lm, tasks=specs, task_manager=manager, num_fewshot=num_fewshot, limit=limit,
-                              log_samples=False, bootstrap_iters=1, random_seed=seed, numpy_random_seed=seed,
+                              log_samples=return_docs, bootstrap_iters=1, random_seed=seed, numpy_random_seed=seed,
                               torch_random_seed=seed, fewshot_random_seed=seed, verbosity="ERROR")
     except Exception as e:  # noqa: BLE001 - lm-eval / datasets raise many types for a missing dataset
         if _needs_hub(e):
@@ -220,4 +224,43 @@ def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str,
                 metric, _filter = k.split(",", 1)
                 row[metric] = float(v)
         res[name] = row
-    return res
+    if not return_docs:
+        return res
+    docs: dict[str, dict[str, list]] = {}
+    for name, samples in out["samples"].items():
+        rows = sorted(samples, key=lambda x: x["doc_id"])
+        docs[name] = {"doc_id": [int(x["doc_id"]) for x in rows]}
+        for metric in ("acc", "acc_norm"):
+            if all(metric in x for x in rows):
+                docs[name][metric] = [float(x[metric]) for x in rows]
+    return res, docs
+
+
+def paired_accuracy(docs_a: Mapping[str, Mapping[str, Sequence]], docs_b: Mapping[str, Mapping[str, Sequence]],
+                    metric: str = "acc", *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Model A against model B on the same documents: Δ = mean over tasks of (acc_A − acc_B), with a percentile
+    interval from a paired bootstrap stratified by task (each task's documents resampled with replacement, the same
+    resample for both models), and the share of resamples in which A is higher. ``metric`` "acc_norm" uses a task's
+    acc where it has no acc_norm (as mean_accuracy does). Both must hold the same tasks and documents (doc_id)."""
+    if set(docs_a) != set(docs_b) or not docs_a:
+        raise ValueError(f"paired comparison needs the same tasks: {sorted(docs_a)} vs {sorted(docs_b)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(n_boot, dtype=torch.float64)
+    per_task: dict[str, float] = {}
+    for task in sorted(docs_a):
+        a, b = docs_a[task], docs_b[task]
+        if list(a["doc_id"]) != list(b["doc_id"]):
+            raise ValueError(f"{task}: the two results hold different documents")
+        key = metric if metric in a and metric in b else "acc"
+        d = torch.tensor(a[key], dtype=torch.float64) - torch.tensor(b[key], dtype=torch.float64)
+        per_task[task] = float(d.mean())
+        idx = torch.randint(len(d), (n_boot, len(d)), generator=gen)
+        total += d[idx].mean(1)
+    total /= len(docs_a)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(total, q).tolist()
+    return {"diff": sum(per_task.values()) / len(per_task), "lo": lo, "hi": hi,
+            "p_a_higher": float((total > 0).double().mean()), "per_task": per_task, "metric": metric,
+            "docs": {t: len(docs_a[t]["doc_id"]) for t in sorted(docs_a)}, "level": level}

@@ -69,3 +69,15 @@ def test_hub_tasks_and_bad_input_are_clear_errors(tmp_path):
         build_tasks(["rte"], task_data={"boolq": tmp_path / "x.jsonl"})
     with pytest.raises(TaskDataError, match="does not exist"):
         build_tasks(["tiny_mc"], include_path=tmp_path / "nowhere")
+
+
+def test_per_document_scores_match_the_task_accuracy(task_dir):
+    """return_docs: one score per document, ordered by doc_id, whose mean is lm-eval's acc and whose entries are
+    the direct argmax answers."""
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", seed=1)
+    res, docs = zero_shot(model, tok, ["tiny_mc"], include_path=task_dir, batch_size=2, return_docs=True)
+    d = docs["tiny_mc"]
+    assert d["doc_id"] == list(range(len(DOCS)))
+    assert sum(d["acc"]) / len(d["acc"]) == pytest.approx(res["tiny_mc"]["acc"])
+    assert d["acc"] == [direct_accuracy(model, tok, [doc]) for doc in DOCS]

@@ -1,0 +1,115 @@
+"""Zero-shot accuracy compared document by document (protocol v2's seven tasks, the same documents for both models).
+
+The scoreboard's zero-shot interval (± 1.96 se of each row's mean) is unpaired: two models scored on the same
+documents differ far less than two independent samples would. This script scores pruned folders (any HF folder:
+maskopt's, a peer's) with `maskopt.zeroshot.zero_shot(..., return_docs=True)` — the same lm-eval call, limit and
+seed as `bench/protocol.py` — keeps every document's acc / acc_norm in bench/results/zeroshot_docs/<label>.json,
+and compares two of them with a paired bootstrap stratified by task (`maskopt.zeroshot.paired_accuracy`: Δ = mean
+over tasks of acc_A − acc_B). A row is appended to bench/results/zeroshot_paired.jsonl; --table writes the .md.
+
+    export MASKOPT_SMOLLM_F32=~/.cache/maskopt/smollm2-135m-f32
+    .venv/bin/python bench/zeroshot_paired.py score ~/.cache/maskopt/peer-models/alps-70pct --label authors-alps-70
+    .venv/bin/python bench/zeroshot_paired.py compare maskopt-alps-owl-match-70 authors-alps-70
+    .venv/bin/python bench/zeroshot_paired.py --table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import RESULTS, ROOT  # noqa: E402
+
+DOCS = RESULTS / "zeroshot_docs"
+JSONL = RESULTS / "zeroshot_paired.jsonl"
+
+
+def score(folder: str, label: str, limit: int, threads: int) -> dict:
+    import torch  # noqa: PLC0415
+
+    from maskopt.model.loading import load_model  # noqa: PLC0415
+    from maskopt.zeroshot import PAPER_ALIAS, mean_accuracy, zero_shot  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    t = time.time()
+    model, tok = load_model(folder, progress=False)
+    with torch.no_grad():
+        res, docs = zero_shot(model, tok, [PAPER_ALIAS], limit=limit or None, batch_size=8, seed=0, return_docs=True)
+    out = {"label": label, "folder": str(folder), "limit": limit or None, "tasks": res, **mean_accuracy(res),
+           "docs": docs, "seconds": time.time() - t}
+    DOCS.mkdir(parents=True, exist_ok=True)
+    tmp = DOCS / f".{label}.json.tmp"
+    tmp.write_text(json.dumps(out))
+    tmp.replace(DOCS / f"{label}.json")
+    return out
+
+
+def compare(a: str, b: str, n_boot: int) -> dict:
+    from maskopt.zeroshot import paired_accuracy  # noqa: PLC0415
+
+    ra, rb = (json.loads((DOCS / f"{x}.json").read_text()) for x in (a, b))
+    if ra["limit"] != rb["limit"]:
+        raise SystemExit(f"{a} and {b} were scored with different limits ({ra['limit']} vs {rb['limit']})")
+    row = {"a": a, "b": b, "limit": ra["limit"], "mean_acc_a": ra["mean_acc"], "mean_acc_b": rb["mean_acc"],
+           "acc": paired_accuracy(ra["docs"], rb["docs"], "acc", n_boot=n_boot),
+           "acc_norm": paired_accuracy(ra["docs"], rb["docs"], "acc_norm", n_boot=n_boot),
+           "unpaired_half_width": 1.96 * (ra["mean_acc_stderr"] ** 2 + rb["mean_acc_stderr"] ** 2) ** 0.5}
+    with JSONL.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def write_table() -> str:
+    rows = [json.loads(x) for x in JSONL.read_text().splitlines() if x.strip()] if JSONL.exists() else []
+    last = {(r["a"], r["b"]): r for r in rows}
+    lines = ["Zero-shot, paired by document (`bench/zeroshot_paired.py`): the seven tasks of protocol v2 (lm-eval, "
+             "first `limit` documents of each), Δ = mean over tasks of (acc A − acc B) in points, 95% percentile "
+             "interval of a paired bootstrap stratified by task (2000 resamples); the unpaired half-width is the "
+             "scoreboard's ± 1.96 √(se_A² + se_B²) for comparison. ✓ / ✗ = the whole interval above / below 0.", "",
+             "| A | B | limit | mean acc A % | mean acc B % | Δ acc [95%] | P(A higher) | Δ acc_norm [95%] | "
+             "unpaired ± |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(p: dict) -> str:
+        mark = " ✓" if p["lo"] > 0 else " ✗" if p["hi"] < 0 else ""
+        return f"{100 * p['diff']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]{mark}"
+
+    for r in last.values():
+        lines.append(f"| {r['a']} | {r['b']} | {r['limit']} | {100 * r['mean_acc_a']:.2f} | {100 * r['mean_acc_b']:.2f} "
+                     f"| {cell(r['acc'])} | {r['acc']['p_a_higher']:.2f} | {cell(r['acc_norm'])} | "
+                     f"{100 * r['unpaired_half_width']:.2f} |")
+    md = "\n".join(lines) + "\n"
+    (RESULTS / "zeroshot_paired.md").write_text(md)
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--table", action="store_true")
+    sub = ap.add_subparsers(dest="cmd")
+    s = sub.add_parser("score")
+    s.add_argument("folder")
+    s.add_argument("--label", required=True)
+    s.add_argument("--limit", type=int, default=500, help="documents per task (0: the whole sets)")
+    s.add_argument("--threads", type=int, default=1)
+    c = sub.add_parser("compare")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("--n-boot", type=int, default=2000)
+    a = ap.parse_args()
+    if a.cmd == "score":
+        out = score(a.folder, a.label, a.limit, a.threads)
+        print(json.dumps({k: out[k] for k in ("label", "mean_acc", "mean_acc_norm", "seconds")}))
+    elif a.cmd == "compare":
+        print(json.dumps(compare(a.a, a.b, a.n_boot)))
+    if a.table or a.cmd == "compare":
+        print(write_table())
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,53 @@
+"""Paired zero-shot comparison (maskopt.zeroshot.paired_accuracy): closed-form cases and its refusals."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from maskopt.zeroshot import paired_accuracy
+
+
+def _docs(**tasks):
+    return {t: {"doc_id": list(range(len(v))), "acc": [float(x) for x in v]} for t, v in tasks.items()}
+
+
+def test_identical_models_differ_by_exactly_zero():
+    a = _docs(boolq=[1, 0, 1, 1], rte=[0, 0, 1])
+    r = paired_accuracy(a, a)
+    assert r["diff"] == 0.0 and r["lo"] == 0.0 and r["hi"] == 0.0 and r["p_a_higher"] == 0.0
+
+
+def test_a_model_right_wherever_the_other_is_wrong_wins_with_the_whole_interval():
+    a = _docs(boolq=[1] * 20, rte=[1] * 10)
+    b = _docs(boolq=[0] * 20, rte=[1] * 5 + [0] * 5)
+    r = paired_accuracy(a, b, n_boot=500)
+    assert r["diff"] == pytest.approx((1.0 + 0.5) / 2)  # mean over tasks, not over documents
+    assert r["per_task"] == {"boolq": 1.0, "rte": 0.5}
+    assert 0 < r["lo"] <= r["diff"] <= r["hi"] <= 1.0 and r["p_a_higher"] == 1.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=3, max_size=40), st.integers(0, 5))
+def test_swapping_the_models_mirrors_the_interval(pairs, seed):
+    a = _docs(t=[x for x, _ in pairs])
+    b = _docs(t=[y for _, y in pairs])
+    ab, ba = paired_accuracy(a, b, seed=seed, n_boot=300), paired_accuracy(b, a, seed=seed, n_boot=300)
+    assert ab["diff"] == pytest.approx(-ba["diff"])
+    assert ab["lo"] == pytest.approx(-ba["hi"]) and ab["hi"] == pytest.approx(-ba["lo"])
+
+
+def test_acc_norm_falls_back_to_acc_per_task():
+    a = {"hellaswag": {"doc_id": [0, 1], "acc": [0.0, 0.0], "acc_norm": [1.0, 1.0]},
+         "boolq": {"doc_id": [0, 1], "acc": [1.0, 0.0]}}
+    b = {"hellaswag": {"doc_id": [0, 1], "acc": [0.0, 0.0], "acc_norm": [0.0, 0.0]},
+         "boolq": {"doc_id": [0, 1], "acc": [0.0, 0.0]}}
+    assert paired_accuracy(a, b, "acc_norm")["per_task"] == {"hellaswag": 1.0, "boolq": 0.5}
+
+
+def test_different_documents_or_tasks_are_refused():
+    a = _docs(boolq=[1, 0, 1])
+    with pytest.raises(ValueError, match="same tasks"):
+        paired_accuracy(a, _docs(rte=[1, 0, 1]))
+    with pytest.raises(ValueError, match="different documents"):
+        paired_accuracy(a, _docs(boolq=[1, 0]))
+    with pytest.raises(ValueError, match="level"):
+        paired_accuracy(a, a, level=1.5)
