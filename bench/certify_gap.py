@@ -86,9 +86,16 @@ def new_bounds() -> dict[str, Callable[[np.ndarray, np.ndarray, int], float]]:
     """The package's new bounds (maskopt.certify.shift): name → (w, G, p) ↦ LB of the row alone.
 
     ``opt``: the default of maskopt certify (inverse-diagonal start, 2 shift rounds) on the row alone;
-    ``opt-deep``: 12 rounds of 200 iterations, ≈ the best diagonal shift of the row (compare sdp-diag)."""
+    ``opt-deep``: 12 rounds of 200 iterations, ≈ the best diagonal shift of the row (compare sdp-diag);
+    ``block4`` / ``block8`` / ``bjacobi8``: the block-diagonal splitting bound (bench/_block_bound.py) with blocks of
+    4 or 8 inputs, Schur-complement or block-Jacobi blocks, 300 lifted Frank-Wolfe iterations."""
+    from _block_bound import block_bound  # noqa: PLC0415
+
     return {"opt": lambda w, G, p: _opt(w, G, p, rounds=2),
-            "opt-deep": lambda w, G, p: _opt(w, G, p, rounds=12, round_iterations=200)}
+            "opt-deep": lambda w, G, p: _opt(w, G, p, rounds=12, round_iterations=200),
+            "block4": lambda w, G, p: block_bound(w, G, p, 4, "schur"),
+            "block8": lambda w, G, p: block_bound(w, G, p, 8, "schur"),
+            "bjacobi8": lambda w, G, p: block_bound(w, G, p, 8, "jacobi")}
 
 
 def bounds_for(w: np.ndarray, G: np.ndarray, p: int, full: bool, skip: set[str], layer_shift=None,
