@@ -215,7 +215,7 @@ def v2_reference_rows() -> list[dict]:
     for ln in V2_ROWS.read_text().splitlines():
         r = json.loads(ln) if ln.strip() else None
         if not r or r.get("protocol") != "v2" or r["recover"] != "none" or r.get("refit") or \
-                r.get("allocation", "uniform") != "uniform":
+                r.get("allocation", "uniform") != "uniform" or r.get("match", "pruned") != "pruned":  # the cached masks
             continue
         for mask, (m, s) in V2_METHOD.items():
             if r["method"] == m and (r["setting"] == s or m == "dense"):
