@@ -19,24 +19,12 @@ def _check_windows(windows: torch.Tensor) -> None:
         raise DataError(f"perplexity needs at least one window of ≥ 2 tokens, got shape {tuple(windows.shape)}")
 
 
-@torch.no_grad()
 def perplexity(model, windows: torch.Tensor, *, device: str | torch.device | None = None,
                batch_size: int = 4, progress: bool = True, desc: str = "perplexity") -> float:
-    """exp(mean token negative log-likelihood) over windows (n × seqlen); each window is scored on its own."""
-    _check_windows(windows)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
-    total_nll, total_tokens = 0.0, 0
-    for i in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress):
-        batch = windows[i : i + batch_size].to(device)
-        logits = model(input_ids=batch, use_cache=False).logits.float()
-        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-        total_nll += float(nll)
-        total_tokens += batch[:, 1:].numel()
-    ppl = math.exp(total_nll / total_tokens)
-    if not math.isfinite(ppl):
-        raise FloatingPointError("perplexity is not finite: the model produces NaN/Inf logits")
-    return ppl
+    """exp(mean token negative log-likelihood) over windows (n × seqlen); each window is scored on its own
+    (:func:`window_nlls`, summed in float64)."""
+    return perplexity_from_nlls(*window_nlls(model, windows, device=device, batch_size=batch_size, progress=progress,
+                                             desc=desc))
 
 
 @torch.no_grad()
@@ -209,7 +197,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MASKOPT_CACHE") or Path.home() / ".cache" / "maskopt")
 
 
-CACHE_VERSION = "ppl-v2"  # change when the text → windows → perplexity protocol changes
+CACHE_VERSION = "ppl-v3"  # change when the text → windows → perplexity protocol changes (v3: float64 sums)
 
 
 class PerplexityCache:

@@ -139,7 +139,7 @@ def test_streamed_perplexity_equals_the_in_memory_one_one_block_at_a_time(ckpt, 
         streamed = _eval(folder, ckpt / "calib.txt", "--stream")
         assert whole.keys() == streamed.keys()
         for k in whole:
-            assert streamed[k] == pytest.approx(whole[k], rel=1e-5), k
+            assert streamed[k] == pytest.approx(whole[k], rel=1e-9), k  # one scoring path: window_nlls
     assert loads and most[0] == 1
 
 
