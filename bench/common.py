@@ -53,6 +53,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def write_md(name: str, lines: list[str]) -> str:
+    """bench/results/<name>.md from its lines; returns the text."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    md = "\n".join(lines) + "\n"
+    (RESULTS / f"{name}.md").write_text(md)
+    return md
+
+
 def save(name: str, payload: dict, table: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))

@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, ROOT, model_path  # noqa: E402
+from common import RESULTS, ROOT, model_path, read_jsonl, write_md  # noqa: E402
 
 JSONL = RESULTS / "prune_timing.jsonl"
 SETTINGS = {"50%": (0.5, "per_row", None), "60%": (0.6, "per_row", None), "70%": (0.7, "per_row", None),
@@ -92,7 +92,7 @@ def run_entry(entry: str, a: argparse.Namespace, windows: Path) -> dict:
 def write_table() -> str:
     import statistics  # noqa: PLC0415
 
-    rows = [json.loads(x) for x in JSONL.read_text().splitlines() if x.strip()] if JSONL.exists() else []
+    rows = read_jsonl(JSONL)
     out = ["Prune time in one run (`bench/prune_timing.py`): SmolLM2-135M, protocol-v2 calibration (128 × 256), "
            "each entry a fresh process, run one after the other (alternating order per round); prune s = the span "
            "the tool reports (calibration walk + solves), median over rounds; CPU s = the process's user + system "
@@ -112,9 +112,7 @@ def write_table() -> str:
             out.append(f"| {run_id} | {sel[0]['setting']} | {sel[0]['threads']} | {e} | {len(sel)} | {s:.0f} | "
                        f"{cpu:.0f} | {ratio('sparsegpt')} | {ratio('authors-alps')} | "
                        f"{'–' if err is None else f'{err:.4f}'} | {load} |")
-    md = "\n".join(out) + "\n"
-    (RESULTS / "prune_timing.md").write_text(md)
-    return md
+    return write_md("prune_timing", out)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, ROOT  # noqa: E402
+from common import RESULTS, ROOT, read_jsonl, write_md  # noqa: E402
 
 DOCS = RESULTS / "zeroshot_docs"
 JSONL = RESULTS / "zeroshot_paired.jsonl"
@@ -65,7 +65,7 @@ def compare(a: str, b: str, n_boot: int) -> dict:
 
 
 def write_table() -> str:
-    rows = [json.loads(x) for x in JSONL.read_text().splitlines() if x.strip()] if JSONL.exists() else []
+    rows = read_jsonl(JSONL)
     last = {(r["a"], r["b"]): r for r in rows}
     lines = ["Zero-shot, paired by document (`bench/zeroshot_paired.py`): the seven tasks of protocol v2 (lm-eval, "
              "first `limit` documents of each), Δ = mean over tasks of (acc A − acc B) in points, 95% percentile "
@@ -82,9 +82,7 @@ def write_table() -> str:
         lines.append(f"| {r['a']} | {r['b']} | {r['limit']} | {100 * r['mean_acc_a']:.2f} | {100 * r['mean_acc_b']:.2f} "
                      f"| {cell(r['acc'])} | {r['acc']['p_a_higher']:.2f} | {cell(r['acc_norm'])} | "
                      f"{100 * r['unpaired_half_width']:.2f} |")
-    md = "\n".join(lines) + "\n"
-    (RESULTS / "zeroshot_paired.md").write_text(md)
-    return md
+    return write_md("zeroshot_paired", lines)
 
 
 def main() -> None:
