@@ -75,6 +75,12 @@ class ReconstructConfig:
         return asdict(self)
 
 
+# PERP's default learning rates: LM_LR from PERP's ranges (protocol v1); KD_LR chosen on the tuning text of protocol v2
+# (bench/results/recovery_v2.md; where every default comes from: bench/results/defaults.md)
+LM_LR = 5e-4
+KD_LR = 2e-3
+
+
 @dataclass
 class PERPConfig:
     """Parameter-efficient retraining with the language-modelling loss.
@@ -90,7 +96,7 @@ class PERPConfig:
     mode: str = "masklora"
     r: int = 16
     alpha: float = 32.0
-    lr: float = 5e-4
+    lr: float | None = None  # None: LM_LR for loss='lm', KD_LR for loss='kd' (chosen on the tuning text)
     epochs: int = 1
     steps: int | None = None
     batch_size: int = 8
@@ -107,6 +113,8 @@ class PERPConfig:
     micro_batch: int = 0  # sequences per forward/backward, gradients accumulated over the batch (0: the whole batch)
 
     def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = KD_LR if self.loss == "kd" else LM_LR
         self.validate()
 
     def validate(self) -> None:

@@ -102,3 +102,16 @@ def test_cli_distils_from_the_dense_model(tmp_path):
     r = CliRunner().invoke(app, ["recover", str(tmp_path / "a"), "--recover", "masklora:loss=kd,steps=2,batch_size=4",
                                  "-o", str(tmp_path / "b"), *[c for c in common if c != "--no-eval"]])
     assert r.exit_code == 0, r.output
+
+
+def test_default_lr_follows_the_loss_and_an_explicit_lr_wins():
+    """lr unset: LM_LR for the LM loss, KD_LR (chosen on the tuning text) for distillation; a given lr is kept, also
+    through the stage's option parser."""
+    from maskopt.recover.config import KD_LR, LM_LR
+    from maskopt.stages import make_stage
+
+    assert PERPConfig().lr == LM_LR and PERPConfig(loss="kd").lr == KD_LR and KD_LR != LM_LR
+    assert PERPConfig(loss="kd", lr=1e-4).lr == 1e-4 and PERPConfig(lr=1e-3).lr == 1e-3
+    assert make_stage("masklora:loss=kd", "recover").options.lr == KD_LR
+    assert make_stage("masklora:loss=kd,lr=3e-4", "recover").options.lr == 3e-4
+    assert make_stage("masklora", "recover").options.lr == LM_LR
