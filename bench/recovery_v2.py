@@ -375,6 +375,10 @@ def main() -> None:
     if a.child:
         a.recover, a.data = a.recover[0], a.data[0]
         return child(a)
+    if a.objective == "kd":  # rows are keyed by their spec: the default lr of loss=kd changed, so it is spelled out
+        for rec in a.recover:
+            if any(r.split(":")[0] != "none" and "lr=" not in r for r in rec.split("+")):
+                raise SystemExit(f"--objective kd: give the lr in {rec!r} (e.g. masklora:lr=2e-3)")
     if not a.table:
         done = {(r["key"], r["level"]) for r in load_rows()}
         for data in a.data:
