@@ -52,8 +52,11 @@ V2_ROWS = RESULTS / "smollm_v2.jsonl"
 CACHE = Path(os.environ.get("MASKOPT_RECOVERY_CACHE", Path.home() / ".cache" / "maskopt" / "recovery-v2"))
 MASK_ROOT = Path(os.environ.get("MASKOPT_BENCH_MASKS", Path.home() / ".cache" / "maskopt" / "bench-masks"))
 MASKS = {"sparsegpt-50": "smollm-sparsegpt-50_-uniform-refitno-128x256-v2",
-         "wanda-50": "smollm-wanda-50_-uniform-refitno-128x256-v2"}
-V2_METHOD = {"sparsegpt-50": ("sparsegpt", "50%"), "wanda-50": ("wanda", "50%"), "dense": ("dense", "–")}
+         "wanda-50": "smollm-wanda-50_-uniform-refitno-128x256-v2",
+         "alps-match-50": "smollm-alps-50_-uniform-refitno-128x256-v2-matchdense0.25"}
+# mask → its unrecovered scoreboard row: (method, setting, match)
+V2_METHOD = {"sparsegpt-50": ("sparsegpt", "50%", "pruned"), "wanda-50": ("wanda", "50%", "pruned"),
+             "alps-match-50": ("alps", "50%", "dense"), "dense": ("dense", "–", "pruned")}
 EN_CALIB = SHARED / "data" / "english-calib" / "calib.txt"
 SEQLEN = 256
 MICRO_BATCH = 2  # distillation: windows per forward/backward (gradients accumulated over the batch of 8)
@@ -215,10 +218,11 @@ def v2_reference_rows() -> list[dict]:
     for ln in V2_ROWS.read_text().splitlines():
         r = json.loads(ln) if ln.strip() else None
         if not r or r.get("protocol") != "v2" or r["recover"] != "none" or r.get("refit") or \
-                r.get("allocation", "uniform") != "uniform" or r.get("match", "pruned") != "pruned":  # the cached masks
+                r.get("allocation", "uniform") != "uniform":  # the cached masks
             continue
-        for mask, (m, s) in V2_METHOD.items():
-            if r["method"] == m and (r["setting"] == s or m == "dense"):
+        for mask, (m, s, match) in V2_METHOD.items():
+            if r["method"] == m and (r["setting"] == s or m == "dense") and r.get("match", "pruned") == match and \
+                    (match == "pruned" or r.get("match_strength") == 0.25):
                 lvl = "full" if r.get("zeroshot") else "ppl"
                 out.append({**r, "mask": mask, "objective": "lm", "recover": "none", "data": "–", "level": lvl,
                             "key": config_key(mask, "lm", "none", "–"), "source": "smollm_v2.jsonl"})

@@ -148,9 +148,10 @@ def collect_grams(block: nn.Module, adapter: Adapter, batches: list[Batch], devi
 
 @torch.no_grad()
 def collect_cross_grams(block: nn.Module, adapter: Adapter, batches: list[Batch], dense_batches: list[Batch],
-                        device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                        device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[Batch]]:
     """G = X_p X_pᵀ and C = X_d X_pᵀ (float64) for every shared-input group, X_p the group's inputs when the
-    block runs on ``batches`` (the pruned stream), X_d on ``dense_batches`` (the dense stream), token by token.
+    block runs on ``batches`` (the pruned stream), X_d on ``dense_batches`` (the dense stream), token by token;
+    and the block's outputs on ``dense_batches`` (the dense stream's next inputs, as ``run_block``'s).
 
     Batch by batch: one forward on the dense batch keeps each group's input, the forward on the pruned batch
     then adds x_pᵀ x_p and x_dᵀ x_p. Every layer of a group maps to the same two tensors."""
@@ -177,17 +178,18 @@ def collect_cross_grams(block: nn.Module, adapter: Adapter, batches: list[Batch]
         return fn
 
     handles = [m.register_forward_pre_hook(hook(name)) for name, m in firsts.items()]
+    dense_out: list[Batch] = []
     try:
         for b, bd in zip(batches, dense_batches):
             phase[0] = "dense"
-            run_block(block, [bd], device)
+            dense_out += run_block(block, [bd], device)
             phase[0] = "pruned"
             run_block(block, [b], device)
     finally:
         for h in handles:
             h.remove()
     return ({name: grams[group[0]] for group in adapter.linear_groups for name in group},
-            {name: cross[group[0]] for group in adapter.linear_groups for name in group})
+            {name: cross[group[0]] for group in adapter.linear_groups for name in group}, dense_out)
 
 
 def move_non_blocks(model: nn.Module, adapter: Adapter, device: torch.device) -> None:
@@ -211,6 +213,7 @@ class BlockStep:
     inputs: list[Batch]
     dense_blocks: list[nn.Module] | None = None
     dense_inputs: list[Batch] | None = None
+    twin_outputs: list[Batch] | None = None  # twin_by_caller: the unchanged blocks' outputs on dense_inputs, set by the caller
 
     @property
     def index(self) -> int:
@@ -234,14 +237,16 @@ class BlockWalker:
     (used for checkpoints). With ``dense_model``, the dense blocks of the same indices come along
     (``dense_stream=True`` also carries the dense model's own activations). ``twin=True`` carries the
     activations of the model as it was before the walk, without a copy of it: each step's blocks run on the
-    twin inputs before the caller may change them (``step.dense_inputs``). ``start`` / ``resume_hidden``
+    twin inputs before the caller may change them (``step.dense_inputs``); with ``twin_by_caller=True`` the
+    caller runs them instead (it already does, e.g. ``collect_cross_grams``) and must set ``step.twin_outputs``
+    before asking for the next step, which saves one forward of the block. ``start`` / ``resume_hidden``
     / ``resume_dense_hidden`` restart the walk at a later block from saved hidden states.
     """
 
     def __init__(
         self, model: nn.Module, adapter: Adapter, windows: torch.Tensor, *, device: torch.device | str = "cpu",
         batch_size: int = 8, offload: bool = True, dense_model: nn.Module | None = None,
-        dense_stream: bool = False, twin: bool = False, stride: int = 1, start: int = 0,
+        dense_stream: bool = False, twin: bool = False, twin_by_caller: bool = False, stride: int = 1, start: int = 0,
         resume_hidden: Sequence[torch.Tensor] | None = None,
         resume_dense_hidden: Sequence[torch.Tensor] | None = None, desc: str = "blocks", progress: bool = True,
         on_step_done: Callable[[BlockStep, list[Batch], list[Batch] | None], None] | None = None,
@@ -253,7 +258,9 @@ class BlockWalker:
             raise ValueError("a dense stream needs the dense model")
         if twin and dense_model is not None:
             raise ValueError("the twin stream is the model's own: give no dense model with it")
-        self.twin = twin
+        if twin_by_caller and not twin:
+            raise ValueError("twin_by_caller needs twin=True")
+        self.twin, self.twin_by_caller = twin, twin_by_caller
         self.model, self.adapter, self.windows = model, adapter, windows
         self.device = torch.device(device)
         self.batch_size, self.stride, self.start = batch_size, stride, start
@@ -326,11 +333,16 @@ class BlockWalker:
                                  [dblocks[i] for i in idx] if dblocks is not None else None, dense_inputs)
                 self._place(step.blocks + (step.dense_blocks or []), self.device)
                 twin_next = None
-                if self.twin:  # before the caller changes the blocks
+                if self.twin and not self.twin_by_caller:  # before the caller changes the blocks
                     twin_next = dense_inputs
                     for b in step.blocks:
                         twin_next = run_block(b, twin_next, self.device)
                 yield step
+                if self.twin_by_caller:
+                    twin_next = step.twin_outputs
+                    if twin_next is None or len(twin_next) != len(dense_inputs):
+                        raise RuntimeError(f"block {idx[0]}: twin_by_caller, but the step's twin_outputs were not set "
+                                           "(the unchanged blocks' outputs on step.dense_inputs)")
                 for b in step.blocks:
                     inputs = run_block(b, inputs, self.device)
                 if not all(torch.isfinite(b.hidden).all() for b in inputs):

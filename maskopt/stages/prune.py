@@ -102,11 +102,13 @@ class PruneStage(Stage):
         ctx.model.config.use_cache = False
         walker = BlockWalker(ctx.model, adapter, windows, device=device, batch_size=ctx.batch_size,
                              offload=ctx.offload, desc=f"pruning ({config.method})", progress=ctx.progress,
-                             twin=config.match == "dense", **ctx.walker_options())
+                             twin=config.match == "dense", twin_by_caller=config.match == "dense",
+                             **ctx.walker_options())
         try:
             for step in walker:
-                if config.match == "dense":
-                    grams, crosses = collect_cross_grams(step.block, adapter, step.inputs, step.dense_inputs, device)
+                if config.match == "dense":  # its dense forward is the twin stream's step too
+                    grams, crosses, step.twin_outputs = collect_cross_grams(step.block, adapter, step.inputs,
+                                                                            step.dense_inputs, device)
                 else:
                     grams, crosses = collect_grams(step.block, adapter, step.inputs, device), {}
                 block_s = block_sparsity[step.index] if block_sparsity else config.sparsity

@@ -59,7 +59,9 @@ def test_cross_grams_match_the_layer_inputs():
         break
     dense = [Batch(b.hidden, b.args, b.kwargs) for b in kw]
     pruned = [Batch(b.hidden + 0.3 * torch.randn(b.hidden.shape, generator=g), b.args, b.kwargs) for b in kw]
-    grams, cross = collect_cross_grams(block, adapter, pruned, dense, torch.device("cpu"))
+    grams, cross, dense_out = collect_cross_grams(block, adapter, pruned, dense, torch.device("cpu"))
+    want_out = run_block(block, dense, torch.device("cpu"))
+    assert len(dense_out) == len(want_out) and all(torch.equal(a.hidden, b.hidden) for a, b in zip(dense_out, want_out))
     ref = collect_grams(block, adapter, pruned, torch.device("cpu"))
     seen: dict[str, list] = {}
     hooks = [block.get_submodule(grp[0]).register_forward_pre_hook(
@@ -101,6 +103,35 @@ def test_twin_stream_is_the_unchanged_model():
     assert not torch.allclose(pruned_in[1], got[1])  # the pruned stream did change
     with pytest.raises(ValueError, match="twin"):
         BlockWalker(model, adapter, w, dense_model=dense, twin=True)
+
+
+def test_twin_stream_run_by_the_caller_is_the_same_and_must_be_given():
+    """twin_by_caller: the caller's collect_cross_grams forward carries the twin stream (bitwise the walker's own
+    twin inputs); a step left without twin_outputs is an error, not a silently stale stream."""
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    w = _windows()
+
+    def walk(by_caller: bool) -> list[torch.Tensor]:
+        m = copy.deepcopy(model)
+        seen = []
+        for step in BlockWalker(m, adapter, w, batch_size=4, progress=False, twin=True, twin_by_caller=by_caller):
+            seen.append(torch.cat([b.hidden for b in step.dense_inputs]))
+            _, _, out = collect_cross_grams(step.block, adapter, step.inputs, step.dense_inputs, torch.device("cpu"))
+            if by_caller:
+                step.twin_outputs = out
+            for mod in adapter.linears(step.block).values():
+                mod.weight.data[:, ::2] = 0
+        return seen
+
+    own, caller = walk(False), walk(True)
+    assert len(own) == len(caller) == len(adapter.get_blocks(model)) > 1 and all(torch.equal(a, b) for a, b in zip(own, caller))
+    with pytest.raises(RuntimeError, match="twin_outputs"):
+        for _step in BlockWalker(copy.deepcopy(model), adapter, w, batch_size=4, progress=False, twin=True,
+                                 twin_by_caller=True):
+            pass
+    with pytest.raises(ValueError, match="twin=True"):
+        BlockWalker(model, adapter, w, twin_by_caller=True)
 
 
 def _layer_inputs(model, adapter, w, name):
