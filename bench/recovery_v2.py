@@ -259,7 +259,9 @@ def closed(r: dict, p0: dict | None, d0: dict | None, text: str) -> str:
     if text == "zeroshot":
         get = lambda x: (x or {}).get("zeroshot", {}).get("mean_acc")  # noqa: E731
         a, b, c = get(r), get(p0), get(d0)
-        return "–" if None in (a, b, c) or c == b else f"{100 * (a - b) / (c - b):.0f}%"
+        if None not in (a, b, c) and b >= c:  # the pruned model is not below dense: no gap to close
+            return f"no gap ({100 * (a - c):+.2f} pt vs dense)"
+        return "–" if None in (a, b, c) else f"{100 * (a - b) / (c - b):.0f}%"
     get = lambda x: ((x or {}).get(text) or {}).get("ppl")  # noqa: E731
     a, b, c = get(r), get(p0), get(d0)
     return "–" if None in (a, b, c) or c == b else f"{100 * (b - a) / (b - c):.0f}%"
