@@ -378,7 +378,7 @@ def recover(
     from .run.job import JobInputs, run_job  # noqa: PLC0415
     from .run.output import check_dir  # noqa: PLC0415
     from .run.device import resolve_device  # noqa: PLC0415
-    from .stages.recover import RECOMMENDED  # noqa: PLC0415
+    from .stages.recover import RECOMMENDED, RECOMMENDED_NO_DENSE  # noqa: PLC0415
     from .report import load_report  # noqa: PLC0415
     from .stages import make_stage, new_stage  # noqa: PLC0415
 
@@ -390,11 +390,16 @@ def recover(
         _batch_size(batch_size)
         resolve_device(device)
         rec = _recover_specs(recover_, reconstruct, recon_opt, perp, perp_opt)
-        if not rec:
-            rec = [make_stage(RECOMMENDED, "recover")]
-            log(f"no recovery stage named: running the recommended one, --recover {RECOMMENDED}")
         report = load_report(pruned)
         dense_name = _dense_of(report, dense)
+        if not rec and dense_name:
+            rec = [make_stage(RECOMMENDED, "recover")]
+            log(f"no recovery stage named: running the recommended one, --recover {RECOMMENDED} (dense: {dense_name})")
+        elif not rec:
+            rec = [make_stage(RECOMMENDED_NO_DENSE, "recover")]
+            log(f"no recovery stage named and no dense model known: running --recover {RECOMMENDED_NO_DENSE} "
+                f"(language-modelling loss; pass --dense for the recommended {RECOMMENDED}, which is better out of "
+                "domain)")
         if any(s.needs_dense for s in rec) and not dense_name:
             raise ValueError(f"reconstruction and distillation (loss=kd) need the dense model: pass --dense ({pruned} "
                              "has no report naming it)")

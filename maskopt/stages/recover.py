@@ -14,9 +14,11 @@ from ..recover.perp import perp_retrain
 from ..recover.reconstruct import reconstruct
 from . import Stage, register_stage
 
-# SmolLM2 at 50% (README scoreboard), 1 epoch: Wanda 60.3 → MaskLoRA 43.1 (matrix 51.8, block 53.4, subblock 58.4,
-# full retraining 41.3 at its best lr 1e-4, 55.1 at 1e-5); MaskLoRA: best of the stages that need no lr tuning.
-RECOMMENDED = "masklora"
+# `maskopt recover` without a stage: MaskLoRA distilled from the dense model (bench/results/defaults.md: out of domain
+# it beats MaskLoRA on the language-modelling loss, which learns the retraining text's style); without a dense
+# model, MaskLoRA on the language-modelling loss.
+RECOMMENDED = "masklora:loss=kd"
+RECOMMENDED_NO_DENSE = "masklora"
 
 
 def train_in_float32(ctx) -> None:

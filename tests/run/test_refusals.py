@@ -334,8 +334,29 @@ def test_recover_without_stage_runs_the_recommended_one(tmp_path):
     r = runner.invoke(app, ["recover", str(tmp_path / "out"), "--out", str(tmp_path / "rec"), "--calib",
                             str(_text(tmp_path)), "--nsamples", "8", "--seqlen", "16"])
     assert r.exit_code == 0, r.output
-    assert "recommended one, --recover masklora" in r.output
-    assert json.loads((tmp_path / "rec" / "maskopt_report.json").read_text())["recovery"]["masklora"]["mode"] == "masklora"
+    assert "recommended one, --recover masklora:loss=kd" in r.output  # the report names the dense model
+    rec = json.loads((tmp_path / "rec" / "maskopt_report.json").read_text())["recovery"]["masklora"]
+    assert rec["mode"] == "masklora" and rec["config"]["loss"] == "kd"
+
+
+def test_recover_without_stage_or_dense_model_says_it_uses_the_lm_loss(tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from maskopt.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, _prune(tmp_path)).exit_code == 0
+    shutil.copytree(tmp_path / "out", tmp_path / "bare")
+    for f in (tmp_path / "bare").glob("maskopt_report.*"):  # another tool's pruned model: no report, no dense
+        f.unlink()
+    r = runner.invoke(app, ["recover", str(tmp_path / "bare"), "--out", str(tmp_path / "rec"), "--calib",
+                            str(_text(tmp_path)), "--nsamples", "8", "--seqlen", "16"])
+    assert r.exit_code == 0, r.output
+    assert "no dense model known: running --recover masklora " in r.output and "pass --dense" in r.output
+    rec = json.loads((tmp_path / "rec" / "maskopt_report.json").read_text())["recovery"]["masklora"]
+    assert rec["mode"] == "masklora" and rec["config"]["loss"] == "lm"
 
 
 def test_quiet_shows_no_progress_bars_and_eval_whole_text(tmp_path):
