@@ -170,7 +170,7 @@ class ALPS:
     stop_change: float = 3e-4  # support change (flips over the kept count) that ends ADMM after min_iter
     percdamp: float = 0.01  # λ = percdamp · mean diag G, in the normalization and in ADMM's objective
     final: Literal["exact", "damped"] = "exact"  # the kept weights' final solve: the layer's own least squares, or ADMM's damped one
-    cg_iters: int = 10  # most PCG iterations of the final solve (from ADMM's weights; 10 ≈ converged to 4 digits of the error)
+    cg_iters: int = 10  # most PCG iterations of the final solve (from ADMM's weights; 10: error within ~0.1% of converged)
     cg_tol: float = 1e-5  # PCG stops a row at ‖r‖ ≤ cg_tol · ‖c‖ on its support
     dtype: Literal["auto", "float32", "float64"] = "auto"  # 'auto' (float64 if the problem is, else float32)
 
