@@ -34,7 +34,10 @@ TEXTS = {
     "heldout": SHARED / "data" / "english-heldout" / "test.txt",
     "wikitext": SHARED / "data" / "wikitext-2-raw" / "test.txt",
 }
-SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row", 0.7), "2:4": ("2:4", 0.5)}
+SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row", 0.7), "2:4": ("2:4", 0.5),
+            # the same sparsities with one count per matrix (unstructured), as the ALPS and SparseGPT papers report
+            "50% per matrix": ("unstructured", 0.5), "60% per matrix": ("unstructured", 0.6),
+            "70% per matrix": ("unstructured", 0.7)}
 
 
 def run_child(script: str, args: list[str]) -> dict:

@@ -278,6 +278,11 @@ def pick_rows(rows: list[dict]) -> list[dict]:
     return [r for _, r in best.values()]
 
 
+def _ref(ref: dict, r: dict) -> dict | None:
+    """SparseGPT's row at r's setting; a per-matrix setting without one is compared with per-row SparseGPT."""
+    return ref.get(r["setting"]) or ref.get(r["setting"].removesuffix(" per matrix"))
+
+
 def table_v2(rows: list[dict]) -> str:
     rows = pick_rows([r for r in rows if r.get("protocol") == "v2"])
     dense = next((r for r in rows if r["method"] == "dense"), None)
@@ -295,8 +300,8 @@ def table_v2(rows: list[dict]) -> str:
         z = r.get("zeroshot")
         cells = ["–" if r["method"] == "dense" else r["setting"], label_v2(r), r["recover"], _ci(r.get("wikitext")),
                  f"{r['wikitext']['ppl'] / dense['wikitext']['ppl']:.3f}" if dense else "–",
-                 _diff(r, ref.get(r["setting"]), "wikitext"), _ci(r.get("heldout")),
-                 _diff(r, ref.get(r["setting"]), "heldout"), f"{r['tune']['ppl']:.2f}" if r.get("tune") else "–",
+                 _diff(r, _ref(ref, r), "wikitext"), _ci(r.get("heldout")),
+                 _diff(r, _ref(ref, r), "heldout"), f"{r['tune']['ppl']:.2f}" if r.get("tune") else "–",
                  _zs(r), f"{100 * z['mean_acc_norm']:.2f}" if z else "–", f"{rel:.3f}" if rel else "–",
                  f"{r.get('prune_seconds') or 0:.0f}" + ("*" if r.get("mask_cached") else ""),
                  f"{r.get('eval_seconds') or 0:.0f}", f"{r.get('peak_memory_mb') or 0:.0f}", r.get("eval_tag", "–")]
@@ -385,7 +390,8 @@ WikiText-2 `valid.txt`; the last 10% is the tuning text (never sampled; "tuning 
 WikiText ppl: WikiText-2 raw test, the first 128 windows of 512 tokens (W128) or all 595 (Wall), with a percentile
 bootstrap 95% interval over windows (2000 resamples). english-heldout: NLTK corpora, out of WikiText's domain
 (first 128 of 354 windows). Δ vs SparseGPT: ppl of the row minus maskopt's SparseGPT at the same setting on the
-same windows, paired bootstrap 95% interval; ✓ = lower with the whole interval below 0, ✗ = higher. Zero-shot: lm-eval
+same windows (a "per matrix" setting — one kept count per matrix, unstructured; the others keep the same count in
+every row — without its own SparseGPT row: per-row SparseGPT at that sparsity), paired bootstrap 95% interval; ✓ = lower with the whole interval below 0, ✗ = higher. Zero-shot: lm-eval
 0.4 on the seven tasks of `../shared/data/zeroshot/` (validation splits), mean acc over the seven ± 1.96 × its
 standard error; "(500)" = the first 500 documents of each task (BoolQ 500 of 3270, HellaSwag 500 of 10042,
 WinoGrande 500 of 1267, ARC-Easy 500 of 570; RTE 277, ARC-Challenge 299 and OpenBookQA 500 are whole), "(all)" = the
