@@ -123,7 +123,8 @@ def refit_bound(
     (rows × d). ``V0``: kept weights to
     start from (e.g. the shipped weights); by default w. FISTA on the perspective relaxation in a = √δ ⊙ v with
     step 1/L, L = 2·λ_max(Δ^{-½}AΔ^{-½}) (computed when ``lam_max`` is None, from C and s), gradient restarts, and
-    the bound LB(w − v) evaluated every ``check_every`` iterations (float64 at the end, best per row kept);
+    the bound LB(w − v) evaluated every ``check_every`` iterations in ``dtype`` to keep the best iterate per row, and
+    in float64 at those iterates at the end (the certified values);
     stops once the relaxed value and the best bound agree within ``tol``.
     """
     R = _RefitRows(problem, s, dtype)
@@ -167,7 +168,7 @@ def refit_bound(
     a = torch.where(ok, V0.to(dtype) * sq, torch.zeros_like(W))
     y = a
     t = torch.ones(W.shape[0], 1, dtype=dtype, device=W.device)
-    best = R64.lower_bound(torch.where(ok, W - a / sq, W).to(torch.float64))
+    best = R.lower_bound(torch.where(ok, W - a / sq, W))  # iterates are ranked in ``dtype``; the bound is float64
     a_best = a.clone()
     it = 0
     for it in range(1, iterations + 1):
@@ -182,8 +183,7 @@ def refit_bound(
         y = an + beta * step
         a = an
         if it % check_every == 0 or it == iterations:
-            U = torch.where(ok, W - a / sq, W).to(torch.float64)
-            b = R64.lower_bound(U)
+            b = R.lower_bound(torch.where(ok, W - a / sq, W))
             if pat.rowwise:
                 up = b > best
                 a_best[up] = a[up]
@@ -197,6 +197,8 @@ def refit_bound(
                 relaxed = float((val.sum() + (R.delta * W * W).sum()) + ks.sum())
                 if relaxed - float(best.clamp_min(0).sum()) <= tol * abs(relaxed):
                     break
+    a64 = a_best.to(torch.float64)  # the certified values: LB at the best iterates, in float64 with the exact G
+    best = R64.lower_bound(torch.where(ok, W.to(torch.float64) - a64 / sq.to(torch.float64), W.to(torch.float64)))
     return best, {"refit_iterations": it, "refit_lam_max": lam_max}
 
 

@@ -85,8 +85,8 @@ def shift_center(C: torch.Tensor, c: torch.Tensor, t: float, s: torch.Tensor, lo
     C = C.to(dtype)
     s = s.to(dtype).clone()
     c = c.to(dtype)
+    L, info = torch.linalg.cholesky_ex(C - torch.diag(s))
     for _ in range(steps):
-        L, info = torch.linalg.cholesky_ex(C - torch.diag(s))
         if int(info) != 0:
             break
         Ai = torch.cholesky_inverse(L)
@@ -101,12 +101,18 @@ def shift_center(C: torch.Tensor, c: torch.Tensor, t: float, s: torch.Tensor, lo
         a = 1.0
         for _ in range(30):
             sn = s + a * ds
-            if bool((sn > lo).all()) and int(torch.linalg.cholesky_ex(C - torch.diag(sn)).info) == 0:
-                break
+            if bool((sn > lo).all()):
+                Ln, info_n = torch.linalg.cholesky_ex(C - torch.diag(sn))
+                if int(info_n) == 0:
+                    break
             a *= 0.5
         else:
             break
-        s = s + (0.99 * a if a < 1.0 else 1.0) * ds
+        if a < 1.0:  # a backtracked step stops short of the boundary: the next factorisation is of that point
+            s = s + 0.99 * a * ds
+            L, info = torch.linalg.cholesky_ex(C - torch.diag(s))
+        else:  # the full step: the factorisation checked above is the next one's
+            s, L, info = sn, Ln, info_n
         if dec < 1e-10 * t * len(s):
             break
     return s
