@@ -265,17 +265,35 @@ def label_v2(r: dict) -> str:
     return mask_label(r)
 
 
+def _extent(r: dict, measure: str) -> int:
+    """How much of a measure a row scored: windows (0 = all) or documents per task (None = all); −1: not scored."""
+    if measure not in r:
+        return -1
+    if measure == "zeroshot":
+        return r[measure].get("limit") or 10 ** 6
+    return len(r[measure].get("nll", [])) or 0
+
+
 def pick_rows(rows: list[dict]) -> list[dict]:
-    """One row per configuration: the most fully evaluated one (whole sets before limits, more windows first)."""
-    best: dict = {}
+    """One row per configuration, each measure (WikiText, english-heldout, tuning text, zero-shot) taken from the
+    row that scored the most of it (whole sets before limits, more windows first): a mask scored again on the whole
+    test set keeps the zero-shot scores of its earlier row. eval_tag says what the merged row holds."""
+    groups: dict = {}
     for r in rows:
-        k = row_key(r)[:6] + row_key(r)[7:]  # all but the evaluation tag
-        ev = r.get("eval", {})
-        score = ((ev.get("wikitext_windows") or 10 ** 6), bool(ev.get("zeroshot")),
-                 (ev.get("zeroshot_limit") or 10 ** 6))
-        if k not in best or score >= best[k][0]:
-            best[k] = (score, r)
-    return [r for _, r in best.values()]
+        groups.setdefault(row_key(r)[:6] + row_key(r)[7:], []).append(r)  # all but the evaluation tag
+    out = []
+    for rs in groups.values():
+        base = dict(max(rs, key=lambda r: (_extent(r, "wikitext"), _extent(r, "zeroshot"))))
+        for m in ("wikitext", "heldout", "tune", "zeroshot"):
+            top = max(rs, key=lambda r: _extent(r, m))
+            if _extent(top, m) > _extent(base, m):
+                base[m] = top[m]
+        if len(rs) > 1:
+            w, h, z = (_extent(base, m) for m in ("wikitext", "heldout", "zeroshot"))
+            base["eval_tag"] = (("W–" if w < 0 else f"W{w}") + (" H–" if h < 0 else f" H{h}") + (" T" if "tune" in base else "")
+                                + (" Z–" if z < 0 else f" Z{'all' if z == 10 ** 6 else z}"))
+        out.append(base)
+    return out
 
 
 def _ref(ref: dict, r: dict) -> dict | None:

@@ -150,3 +150,27 @@ def test_scoreboard_reads_peer_files_and_resolves_differences(tmp_path, monkeypa
     assert "✗" in line["**peer** llm-compressor SparseGPT (unstructured)"]  # 1% worse on every window: resolved
     assert "✓" in line["wanda"] and "✓" not in line["sparsegpt"]
     assert "A lower" in smollm.compare_rows(rows, "wanda", "sparsegpt @ 50%")
+
+
+def test_scoreboard_merges_a_whole_set_rescore_with_the_earlier_zero_shot_row():
+    import smollm
+
+    first = _row("sparsegpt", "50%", 1.0, zeroshot={"limit": 500, "mean_acc": 0.4, "mean_acc_norm": 0.42, "tasks": {}})
+    nll, _ = _sample(595, 3)
+    whole = _row("sparsegpt", "50%", 1.0, eval_tag="W0 H– Z–", eval={"wikitext_windows": 0})
+    whole["wikitext"] = {"nll": nll.tolist(), "seqlen": 512, "ppl": 3.0, "lo": 2.9, "hi": 3.1}
+    del whole["heldout"]
+    (merged,) = smollm.pick_rows([first, whole])
+    assert len(merged["wikitext"]["nll"]) == 595  # the whole test set wins
+    assert merged["zeroshot"]["limit"] == 500 and len(merged["heldout"]["nll"]) == 128  # kept from the first row
+    assert merged["eval_tag"] == "W595 H128 Z500"
+    (alone,) = smollm.pick_rows([first])
+    assert alone["eval_tag"] == "W128 H128 T Z500"  # one row: its own tag, untouched
+
+
+def test_a_per_matrix_setting_is_compared_with_per_row_sparsegpt():
+    import smollm
+
+    rows = [_row("dense", "–", 0.8), _row("sparsegpt", "50%", 1.0), _row("alps", "50% per matrix", 0.97)]
+    line = {ln.split("|")[1].strip() + ln.split("|")[2].strip(): ln for ln in smollm.table_v2(rows).splitlines()[2:]}
+    assert "✓" in line["50% per matrixalps"]
