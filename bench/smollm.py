@@ -321,6 +321,7 @@ def table_v2(rows: list[dict]) -> str:
                  _diff(r, _ref(ref, r), "wikitext"), _ci(r.get("heldout")),
                  _diff(r, _ref(ref, r), "heldout"), f"{r['tune']['ppl']:.2f}" if r.get("tune") else "–",
                  _zs(r), f"{100 * z['mean_acc_norm']:.2f}" if z else "–", f"{rel:.3f}" if rel else "–",
+                 "– (stopped)" if r.get("timing_invalid") else
                  f"{r.get('prune_seconds') or 0:.0f}" + ("*" if r.get("mask_cached") else ""),
                  f"{r.get('eval_seconds') or 0:.0f}", f"{r.get('peak_memory_mb') or 0:.0f}", r.get("eval_tag", "–")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -415,7 +416,9 @@ standard error; "(500)" = the first 500 documents of each task (BoolQ 500 of 327
 WinoGrande 500 of 1267, ARC-Easy 500 of 570; RTE 277, ARC-Challenge 299 and OpenBookQA 500 are whole), "(all)" = the
 whole sets. Peers (**peer**) are run by
 `bench/peers/` on the same calibration token ids and scored by the same code. Times: CPU, shared cores, one
-thread per row unless said; eval s is the scoring time; * = mask loaded from an earlier row's cache.
+thread per row unless said; eval s is the scoring time; * = mask loaded from an earlier row's cache; "– (stopped)":
+the row's process was stopped (SIGSTOP) while other measurements ran, so its wall time is no timing (the row's
+"timing_invalid" says why).
 
 """
 
