@@ -265,13 +265,16 @@ def label_v2(r: dict) -> str:
     return mask_label(r)
 
 
+_WHOLE = 10 ** 6  # the zero-shot extent of a row scored on the whole validation sets (no limit)
+
+
 def _extent(r: dict, measure: str) -> int:
-    """How much of a measure a row scored: windows (0 = all) or documents per task (None = all); −1: not scored."""
+    """How much of a measure a row scored: windows scored, or documents per task (_WHOLE: no limit); −1: not scored."""
     if measure not in r:
         return -1
     if measure == "zeroshot":
-        return r[measure].get("limit") or 10 ** 6
-    return len(r[measure].get("nll", [])) or 0
+        return r[measure].get("limit") or _WHOLE
+    return len(r[measure].get("nll", []))
 
 
 def pick_rows(rows: list[dict]) -> list[dict]:
@@ -289,9 +292,12 @@ def pick_rows(rows: list[dict]) -> list[dict]:
             if _extent(top, m) > _extent(base, m):
                 base[m] = top[m]
         if len(rs) > 1:
-            w, h, z = (_extent(base, m) for m in ("wikitext", "heldout", "zeroshot"))
-            base["eval_tag"] = (("W–" if w < 0 else f"W{w}") + (" H–" if h < 0 else f" H{h}") + (" T" if "tune" in base else "")
-                                + (" Z–" if z < 0 else f" Z{'all' if z == 10 ** 6 else z}"))
+            from protocol import EvalConfig  # noqa: PLC0415
+
+            z = _extent(base, "zeroshot")
+            base["eval_tag"] = EvalConfig(wikitext_windows=_extent(base, "wikitext"),
+                                          heldout_windows=_extent(base, "heldout"), tune="tune" in base,
+                                          zeroshot=z >= 0, zeroshot_limit=None if z == _WHOLE else z).tag()
         out.append(base)
     return out
 

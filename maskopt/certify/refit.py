@@ -197,8 +197,8 @@ def refit_bound(
                 relaxed = float((val.sum() + (R.delta * W * W).sum()) + ks.sum())
                 if relaxed - float(best.clamp_min(0).sum()) <= tol * abs(relaxed):
                     break
-    a64 = a_best.to(torch.float64)  # the certified values: LB at the best iterates, in float64 with the exact G
-    best = R64.lower_bound(torch.where(ok, W.to(torch.float64) - a64 / sq.to(torch.float64), W.to(torch.float64)))
+    # the certified values: LB at the best iterates, in float64 with the exact G
+    best = R64.lower_bound(torch.where(ok, R64.W - a_best.to(torch.float64) / sq.to(torch.float64), R64.W))
     return best, {"refit_iterations": it, "refit_lam_max": lam_max}
 
 
