@@ -8,7 +8,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no busy-wai
 import json
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from maskopt.defaults import shared_dir
@@ -41,12 +43,28 @@ SETTINGS = {"50%": ("per_row", 0.5), "60%": ("per_row", 0.6), "70%": ("per_row",
 
 
 def run_child(script: str, args: list[str]) -> dict:
-    """Run ``script --child ARGS`` in a fresh interpreter (honest peak memory); its last stdout line is JSON."""
+    """Run ``script --child ARGS`` in a fresh interpreter (honest peak memory); its last stdout line is JSON. The
+    child's stderr (its progress) is passed on line by line as it comes — of a progress bar redrawn with carriage
+    returns only its last state — so an hour-long row is not silent; a failed child's last lines are in the error."""
     t = time.time()
-    out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, script, "--child", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    tail: deque[str] = deque(maxlen=100)
+
+    def relay() -> None:
+        for raw in proc.stderr:  # split on \n only: a bar's \r redraws stay one line, shown in its final state
+            line = raw.decode(errors="replace").rstrip("\n").rsplit("\r", 1)[-1]
+            tail.append(line)
+            print(line, file=sys.stderr, flush=True)
+
+    pump = threading.Thread(target=relay, daemon=True)
+    pump.start()
+    stdout = proc.stdout.read().decode()
+    proc.wait()
+    pump.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n" + "\n".join(tail)[-3000:])
+    res = json.loads(stdout.strip().splitlines()[-1])
     res["process_seconds"] = time.time() - t
     return res
 
