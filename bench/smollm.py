@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -302,6 +303,14 @@ def pick_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def over_dense(r: dict, dense: dict, text: str = "wikitext") -> float:
+    """ppl_r / ppl_dense over the windows both scored (the first n: a row of 128 windows against a dense model
+    scored on the whole set is compared on those 128); every window has the same token count."""
+    a, b = r[text]["nll"], dense[text]["nll"]
+    n = min(len(a), len(b))
+    return math.exp((sum(a[:n]) - sum(b[:n])) / (n * (r[text]["seqlen"] - 1)))
+
+
 def _ref(ref: dict, r: dict) -> dict | None:
     """SparseGPT's row at r's setting; a per-matrix setting without one is compared with per-row SparseGPT."""
     return ref.get(r["setting"]) or ref.get(r["setting"].removesuffix(" per matrix"))
@@ -323,7 +332,7 @@ def table_v2(rows: list[dict]) -> str:
         rel = r["mean_relative_error"] / w if w and r.get("mean_relative_error") is not None else None
         z = r.get("zeroshot")
         cells = ["–" if r["method"] == "dense" else r["setting"], label_v2(r), r["recover"], _ci(r.get("wikitext")),
-                 f"{r['wikitext']['ppl'] / dense['wikitext']['ppl']:.3f}" if dense else "–",
+                 f"{over_dense(r, dense):.3f}" if dense else "–",
                  _diff(r, _ref(ref, r), "wikitext"), _ci(r.get("heldout")),
                  _diff(r, _ref(ref, r), "heldout"), f"{r['tune']['ppl']:.2f}" if r.get("tune") else "–",
                  _zs(r), f"{100 * z['mean_acc_norm']:.2f}" if z else "–", f"{rel:.3f}" if rel else "–",
@@ -389,13 +398,14 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
     if not both:
         return "No row has been measured under both protocols yet.\n"
     d1 = next((r["ppl"] for k, r in v1.items() if k[1] == "dense"), None)
-    d2 = next((r["ppl"] for k, r in v2.items() if k[1] == "dense"), None)
+    dense2 = next((r for k, r in v2.items() if k[1] == "dense"), None)
+    d2 = dense2["ppl"] if dense2 else None
     lines = ["| setting | mask | recovery | v1 ppl (32 windows) | v1 × dense | v2 ppl (WikiText) | v2 × dense |",
              "|---|---|---|---:|---:|---:|---:|"]
     for k in sorted(both, key=lambda k: (k[2] if k[1] != "dense" else "", k[1])):
         a, b = v1[k], v2[k]
         lines.append(f"| {'–' if k[1] == 'dense' else k[2]} | {mask_label(b)} | {k[3]} | {a['ppl']:.2f} | "
-                     f"{a['ppl'] / d1:.3f} | {b['ppl']:.2f} | {b['ppl'] / d2:.3f} |" if d1 and d2 else
+                     f"{a['ppl'] / d1:.3f} | {b['ppl']:.2f} | {over_dense(b, dense2):.3f} |" if d1 and d2 else
                      f"| {k[2]} | {mask_label(b)} | {k[3]} | {a['ppl']:.2f} | – | {b['ppl']:.2f} | – |")
     notes = []
     for setting in sorted({k[2] for k in both if k[1] != "dense"}):
@@ -413,7 +423,7 @@ V2_HEADER = """Scoreboard, protocol v2 (`bench/smollm.py`, `bench/protocol.py`; 
 GGUF in ../shared). Calibration (and any retraining): 128 × 256 tokens sampled (seed 0) from the first 90% of
 WikiText-2 `valid.txt`; the last 10% is the tuning text (never sampled; "tuning ppl", all its windows of 512).
 WikiText ppl: WikiText-2 raw test, the first 128 windows of 512 tokens (W128) or all 595 (Wall), with a percentile
-bootstrap 95% interval over windows (2000 resamples). english-heldout: NLTK corpora, out of WikiText's domain
+bootstrap 95% interval over windows (2000 resamples); × dense: over the dense model on the windows both scored. english-heldout: NLTK corpora, out of WikiText's domain
 (first 128 of 354 windows). Δ vs SparseGPT: ppl of the row minus maskopt's SparseGPT at the same setting on the
 same windows (a "per matrix" setting — one kept count per matrix, unstructured; the others keep the same count in
 every row — without its own SparseGPT row: per-row SparseGPT at that sparsity), paired bootstrap 95% interval; ✓ = lower with the whole interval below 0, ✗ = higher. Zero-shot: lm-eval

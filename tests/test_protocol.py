@@ -174,3 +174,16 @@ def test_a_per_matrix_setting_is_compared_with_per_row_sparsegpt():
     rows = [_row("dense", "–", 0.8), _row("sparsegpt", "50%", 1.0), _row("alps", "50% per matrix", 0.97)]
     line = {ln.split("|")[1].strip() + ln.split("|")[2].strip(): ln for ln in smollm.table_v2(rows).splitlines()[2:]}
     assert "✓" in line["50% per matrixalps"]
+
+
+def test_times_dense_is_taken_over_the_windows_both_rows_scored():
+    import smollm
+
+    dense = _row("dense", "–", 0.8)
+    nll = dense["wikitext"]["nll"] + [4.0 * 511] * 467  # the whole test set: 595 windows, the later ones harder
+    dense["wikitext"] = {**dense["wikitext"], "nll": nll, "ppl": 99.0}
+    row = _row("sparsegpt", "50%", 1.0)
+    cells = {ln.split("|")[1].strip(): ln.split("|")[5].strip() for ln in smollm.table_v2([dense, row]).splitlines()[2:]}
+    expected = math.exp(sum(row["wikitext"]["nll"]) / (128 * 511) - sum(nll[:128]) / (128 * 511))
+    assert cells["50%"] == f"{expected:.3f}" != f"{row['wikitext']['ppl'] / 99.0:.3f}"  # not against the whole set
+    assert smollm.over_dense(row, dense) == pytest.approx(expected, rel=1e-12)
