@@ -281,18 +281,24 @@ def _extent(r: dict, measure: str) -> int:
 def pick_rows(rows: list[dict]) -> list[dict]:
     """One row per configuration, each measure (WikiText, english-heldout, tuning text, zero-shot) taken from the
     row that scored the most of it (whole sets before limits, more windows first): a mask scored again on the whole
-    test set keeps the zero-shot scores of its earlier row. eval_tag says what the merged row holds."""
+    test set keeps the zero-shot scores of its earlier row. The prune facts (time, memory, layer errors) are the row
+    that pruned (not one that loaded the mask from the cache); eval s is the scorings' sum. eval_tag says what the
+    merged row holds."""
     groups: dict = {}
     for r in rows:
         groups.setdefault(row_key(r)[:6] + row_key(r)[7:], []).append(r)  # all but the evaluation tag
     out = []
     for rs in groups.values():
-        base = dict(max(rs, key=lambda r: (_extent(r, "wikitext"), _extent(r, "zeroshot"))))
+        base = dict(max(rs, key=lambda r: (not r.get("mask_cached", False), _extent(r, "zeroshot"),
+                                           _extent(r, "wikitext"))))
         for m in ("wikitext", "heldout", "tune", "zeroshot"):
             top = max(rs, key=lambda r: _extent(r, m))
             if _extent(top, m) > _extent(base, m):
                 base[m] = top[m]
+        if "wikitext" in base:
+            base["ppl"] = base["wikitext"]["ppl"]
         if len(rs) > 1:
+            base["eval_seconds"] = sum(r.get("eval_seconds") or 0 for r in rs)
             from protocol import EvalConfig  # noqa: PLC0415
 
             z = _extent(base, "zeroshot")

@@ -155,15 +155,19 @@ def test_scoreboard_reads_peer_files_and_resolves_differences(tmp_path, monkeypa
 def test_scoreboard_merges_a_whole_set_rescore_with_the_earlier_zero_shot_row():
     import smollm
 
-    first = _row("sparsegpt", "50%", 1.0, zeroshot={"limit": 500, "mean_acc": 0.4, "mean_acc_norm": 0.42, "tasks": {}})
+    first = _row("sparsegpt", "50%", 1.0, zeroshot={"limit": 500, "mean_acc": 0.4, "mean_acc_norm": 0.42, "tasks": {}},
+                 prune_seconds=400.0, mean_relative_error=0.02, eval_seconds=100.0)
     nll, _ = _sample(595, 3)
-    whole = _row("sparsegpt", "50%", 1.0, eval_tag="W0 H– Z–", eval={"wikitext_windows": 0})
+    whole = _row("sparsegpt", "50%", 1.0, eval_tag="W0 H– Z–", eval={"wikitext_windows": 0}, mask_cached=True,
+                 prune_seconds=9.0, eval_seconds=50.0)
     whole["wikitext"] = {"nll": nll.tolist(), "seqlen": 512, "ppl": 3.0, "lo": 2.9, "hi": 3.1}
     del whole["heldout"]
     (merged,) = smollm.pick_rows([first, whole])
     assert len(merged["wikitext"]["nll"]) == 595  # the whole test set wins
     assert merged["zeroshot"]["limit"] == 500 and len(merged["heldout"]["nll"]) == 128  # kept from the first row
     assert merged["eval_tag"] == "W595 H128 Z500"
+    assert merged["prune_seconds"] == 400.0 and merged["mean_relative_error"] == 0.02  # the row that pruned
+    assert not merged.get("mask_cached") and merged["eval_seconds"] == 150.0 and merged["ppl"] == 3.0
     (alone,) = smollm.pick_rows([first])
     assert alone["eval_tag"] == "W128 H128 T Z500"  # one row: its own tag, untouched
 
