@@ -405,13 +405,12 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
         return "No row has been measured under both protocols yet.\n"
     d1 = next((r["ppl"] for k, r in v1.items() if k[1] == "dense"), None)
     dense2 = next((r for k, r in v2.items() if k[1] == "dense"), None)
-    d2 = dense2["ppl"] if dense2 else None
     lines = ["| setting | mask | recovery | v1 ppl (32 windows) | v1 × dense | v2 ppl (WikiText) | v2 × dense |",
              "|---|---|---|---:|---:|---:|---:|"]
     for k in sorted(both, key=lambda k: (k[2] if k[1] != "dense" else "", k[1])):
         a, b = v1[k], v2[k]
         lines.append(f"| {'–' if k[1] == 'dense' else k[2]} | {mask_label(b)} | {k[3]} | {a['ppl']:.2f} | "
-                     f"{a['ppl'] / d1:.3f} | {b['ppl']:.2f} | {over_dense(b, dense2):.3f} |" if d1 and d2 else
+                     f"{a['ppl'] / d1:.3f} | {b['ppl']:.2f} | {over_dense(b, dense2):.3f} |" if d1 and dense2 else
                      f"| {k[2]} | {mask_label(b)} | {k[3]} | {a['ppl']:.2f} | – | {b['ppl']:.2f} | – |")
     notes = []
     for setting in sorted({k[2] for k in both if k[1] != "dense"}):
