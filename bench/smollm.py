@@ -398,8 +398,13 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
     """The rows measured under both protocols: v1's WikiText perplexity (32 windows, calibration on all of valid)
     beside v2's (128 windows, calibration on its first 90%), each over its own dense, and per setting the order
     of the masks under each protocol (among the rows both have)."""
-    v2 = {row_key(r)[:6]: r for r in pick_rows([r for r in v2_rows if r.get("protocol") == "v2"])}
-    v1 = {row_key(r)[:6]: r for r in v1_rows if r.get("protocol", "v1") != "v2"}
+    def key(r: dict) -> tuple:  # the pipeline, not the evaluation
+        return row_key(r)[:6] + row_key(r)[7:]
+
+    from protocol import compare  # noqa: PLC0415
+
+    v2 = {key(r): r for r in pick_rows([r for r in v2_rows if r.get("protocol") == "v2"])}
+    v1 = {key(r): r for r in v1_rows if r.get("protocol", "v1") != "v2"}
     both = [k for k in v2 if k in v1]
     if not both:
         return "No row has been measured under both protocols yet.\n"
@@ -417,11 +422,21 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
         ks = [k for k in both if k[2] == setting and k[1] != "dense"]
         if len(ks) < 2:
             continue
-        o1 = [mask_label(v1[k]) + ("" if k[3] == "none" else f" + {k[3]}") for k in sorted(ks, key=lambda k: v1[k]["ppl"])]
-        o2 = [mask_label(v2[k]) + ("" if k[3] == "none" else f" + {k[3]}") for k in sorted(ks, key=lambda k: v2[k]["ppl"])]
-        notes.append(f"- {setting}: v1 order {' < '.join(o1)}; v2 order {' < '.join(o2)}: "
+        def name(r: dict, k: tuple) -> str:
+            return mask_label(r) + ("" if k[3] == "none" else f" + {k[3]}")
+
+        n = min(len(v2[k]["wikitext"]["nll"]) for k in ks)  # v2 order over the windows every row scored
+        k1, k2 = sorted(ks, key=lambda k: v1[k]["ppl"]), sorted(ks, key=lambda k: sum(v2[k]["wikitext"]["nll"][:n]))
+        o1, o2 = [name(v1[k], k) for k in k1], [name(v2[k], k) for k in k2]
+        shown = name(v2[k2[0]], k2[0])
+        for a, b in zip(k2, k2[1:]):  # each step of the v2 order: resolved by the paired bootstrap, or not
+            c = compare(v2[a], v2[b], "wikitext")
+            shown += (" < " if c["diff_hi"] < 0 else " ≲ ") + name(v2[b], b)
+        notes.append(f"- {setting}: v1 order {' < '.join(o1)}; v2 order {shown}: "
                      + ("**unchanged**" if o1 == o2 else "**changed**"))
-    return "\n".join(lines) + "\n\n" + ("\n".join(notes) + "\n" if notes else "")
+    return ("\n".join(lines) + "\n\n" + ("In the v2 orders, \"<\": the paired bootstrap interval of the WikiText difference "
+            "lies below 0; \"≲\": lower, but the interval holds 0 (not resolved).\n\n" + "\n".join(notes) + "\n"
+            if notes else ""))
 
 
 V2_HEADER = """Scoreboard, protocol v2 (`bench/smollm.py`, `bench/protocol.py`; issue 20). SmolLM2-135M (float32 copy of the

@@ -191,3 +191,33 @@ def test_times_dense_is_taken_over_the_windows_both_rows_scored():
     expected = math.exp(sum(row["wikitext"]["nll"]) / (128 * 511) - sum(nll[:128]) / (128 * 511))
     assert cells["50%"] == f"{expected:.3f}" != f"{row['wikitext']['ppl'] / 99.0:.3f}"  # not against the whole set
     assert smollm.over_dense(row, dense) == pytest.approx(expected, rel=1e-12)
+
+
+def test_changes_table_pairs_rows_of_the_same_pipeline_only():
+    """A v1 row is set beside the v2 row of the same pipeline: `--match dense` is part of the pipeline (it was
+    dropped from the key, so plain SparseGPT's v1 value sat beside SparseGPT + match under v2)."""
+    import smollm
+
+    v1 = [dict(_row("sparsegpt", "50%", 1.0), protocol="v1", ppl=49.16),
+          dict(_row("wanda", "50%", 1.0), protocol="v1", ppl=60.0)]
+    v2 = [_row("sparsegpt", "50%", 1.05), _row("sparsegpt", "50%", 0.98, match="dense", match_strength=0.25),
+          _row("wanda", "50%", 1.1)]
+    lines = {ln.split("|")[2].strip(): ln.split("|") for ln in smollm.changes_table(v1, v2).splitlines()
+             if ln.startswith("| 50%")}
+    assert set(lines) == {"sparsegpt", "wanda"}  # the match row has no v1 counterpart
+    assert lines["sparsegpt"][4].strip() == "49.16"
+    assert lines["sparsegpt"][6].strip() == f"{v2[0]['ppl']:.2f}"
+
+
+def test_changes_table_orders_v2_rows_over_common_windows_and_marks_unresolved_steps():
+    import smollm
+
+    v1 = [dict(_row(m, "50%", 1.0), protocol="v1", ppl=p) for m, p in (("sparsegpt", 49.0), ("wanda", 60.0), ("ria", 64.0))]
+    gpt, wanda, ria = _row("sparsegpt", "50%", 1.0), _row("wanda", "50%", 1.1), _row("ria", "50%", 1.1)
+    gpt["wikitext"] = {**gpt["wikitext"], "nll": gpt["wikitext"]["nll"] + [50.0 * 511] * 467, "ppl": 9e9}  # whole set
+    noise, _ = _sample(128, 11)
+    ria["wikitext"] = {**ria["wikitext"], "nll": [a + float(e) - 3.0 * 511 for a, e in zip(ria["wikitext"]["nll"], noise)]}
+    note = next(ln for ln in smollm.changes_table(v1, [gpt, wanda, ria]).splitlines() if ln.startswith("- 50%"))
+    v2_order = note.split("v2 order ")[1]
+    assert v2_order.startswith("sparsegpt < ")  # its first 128 windows are the easiest: first, despite ppl 9e9
+    assert ("wanda ≲ ria" in v2_order) or ("ria ≲ wanda" in v2_order)  # equal up to noise: not resolved
