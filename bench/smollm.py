@@ -434,8 +434,20 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
             shown += (" < " if c["diff_hi"] < 0 else " ≲ ") + name(v2[b], b)
         notes.append(f"- {setting}: v1 order {' < '.join(o1)}; v2 order {shown}: "
                      + ("**unchanged**" if o1 == o2 else "**changed**"))
+        ref = next((k for k in ks if k[1] == "sparsegpt" and k[3] == "none" and not k[5] and k[4] == "uniform"
+                    and k[6:] == ("pruned", 1.0)), None)
+        for k in [k for k in k1 if ref and k != ref and v1[k]["ppl"] < v1[ref]["ppl"]]:  # v1's "better than SparseGPT"
+            held = []
+            for text in ("wikitext", "heldout"):
+                c = compare(v2[k], v2[ref], text)
+                word = "holds" if c["diff_hi"] < 0 else "**reversed**" if c["diff_lo"] > 0 else "**not resolved**"
+                held.append(f"{'WikiText' if text == 'wikitext' else 'english-heldout'} {c['diff']:+.2f} "
+                            f"[{c['diff_lo']:+.2f}, {c['diff_hi']:+.2f}] {word}")
+            notes.append(f"  - v1: {name(v1[k], k)} below SparseGPT ({v1[k]['ppl']:.2f} vs {v1[ref]['ppl']:.2f}); "
+                         f"v2, paired: {'; '.join(held)}")
     return ("\n".join(lines) + "\n\n" + ("In the v2 orders, \"<\": the paired bootstrap interval of the WikiText difference "
-            "lies below 0; \"≲\": lower, but the interval holds 0 (not resolved).\n\n" + "\n".join(notes) + "\n"
+            "lies below 0; \"≲\": lower, but the interval holds 0 (not resolved). Under each setting, every v1 claim \"below "
+            "SparseGPT\" checked under v2 on both texts (row minus SparseGPT, paired 95%).\n\n" + "\n".join(notes) + "\n"
             if notes else ""))
 
 

@@ -221,3 +221,18 @@ def test_changes_table_orders_v2_rows_over_common_windows_and_marks_unresolved_s
     v2_order = note.split("v2 order ")[1]
     assert v2_order.startswith("sparsegpt < ")  # its first 128 windows are the easiest: first, despite ppl 9e9
     assert ("wanda ≲ ria" in v2_order) or ("ria ≲ wanda" in v2_order)  # equal up to noise: not resolved
+
+
+def test_changes_table_checks_each_v1_claim_against_sparsegpt_on_both_texts():
+    """A v1 row below SparseGPT is re-checked under v2 on WikiText and out of domain: lower on one text and higher on
+    the other reads 'holds' and 'reversed'."""
+    import smollm
+
+    v1 = [dict(_row("sparsegpt", "2:4", 1.0), protocol="v1", ppl=80.8), dict(_row("sparseswaps", "2:4", 1.0), protocol="v1", ppl=76.6)]
+    gpt, swaps = _row("sparsegpt", "2:4", 1.0), _row("sparseswaps", "2:4", 0.97)
+    worse = _row("sparseswaps", "2:4", 1.03)["heldout"]
+    swaps["heldout"] = worse
+    md = smollm.changes_table(v1, [gpt, swaps])
+    claim = next(ln for ln in md.splitlines() if ln.strip().startswith("- v1: sparseswaps below SparseGPT"))
+    assert "WikiText -" in claim and claim.index("holds") < claim.index("english-heldout +")
+    assert claim.endswith("**reversed**")
