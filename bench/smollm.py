@@ -67,6 +67,18 @@ def row_key(r: dict) -> tuple:
             r.get("eval_tag"), r.get("match", "pruned"), r.get("match_strength", 1.0))
 
 
+def pipeline_key(r: dict) -> tuple:
+    """row_key without the evaluation tag: rows of one pipeline scored more than once share it."""
+    k = row_key(r)
+    return k[:6] + k[7:]
+
+
+def is_sparsegpt_reference(r: dict) -> bool:
+    """Plain SparseGPT (no recovery, refit, allocation or match): the row every Δ vs SparseGPT is taken against."""
+    return (r["method"] == "sparsegpt" and r["recover"] == "none" and not r.get("refit")
+            and r.get("allocation", "uniform") == "uniform" and r.get("match", "pruned") == "pruned")
+
+
 def mask_cache(a: argparse.Namespace) -> Path:
     """Folder of the pruned model of this row's mask (same model, method, setting, allocation, refit, data)."""
     root = Path(os.environ.get("MASKOPT_BENCH_MASKS", Path.home() / ".cache" / "maskopt" / "bench-masks"))
@@ -286,7 +298,7 @@ def pick_rows(rows: list[dict]) -> list[dict]:
     merged row holds."""
     groups: dict = {}
     for r in rows:
-        groups.setdefault(row_key(r)[:6] + row_key(r)[7:], []).append(r)  # all but the evaluation tag
+        groups.setdefault(pipeline_key(r), []).append(r)
     out = []
     for rs in groups.values():
         base = dict(max(rs, key=lambda r: (not r.get("mask_cached", False), _extent(r, "zeroshot"),
@@ -325,8 +337,7 @@ def _ref(ref: dict, r: dict) -> dict | None:
 def table_v2(rows: list[dict]) -> str:
     rows = pick_rows([r for r in rows if r.get("protocol") == "v2"])
     dense = next((r for r in rows if r["method"] == "dense"), None)
-    ref = {r["setting"]: r for r in rows if r["method"] == "sparsegpt" and r["recover"] == "none"
-           and not r.get("refit") and r.get("allocation", "uniform") == "uniform" and r.get("match", "pruned") == "pruned"}
+    ref = {r["setting"]: r for r in rows if is_sparsegpt_reference(r)}
     lines = ["| setting | mask | recovery | WikiText ppl [95%] | × dense | Δ vs SparseGPT (paired 95%) | "
              "english-heldout ppl [95%] | Δ heldout vs SparseGPT | tuning ppl | zero-shot mean acc % ± 95% (limit) | "
              "mean acc_norm % | vs Wanda error | prune s | eval s | peak MB | evaluated |",
@@ -398,13 +409,13 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
     """The rows measured under both protocols: v1's WikiText perplexity (32 windows, calibration on all of valid)
     beside v2's (128 windows, calibration on its first 90%), each over its own dense, and per setting the order
     of the masks under each protocol (among the rows both have)."""
-    def key(r: dict) -> tuple:  # the pipeline, not the evaluation
-        return row_key(r)[:6] + row_key(r)[7:]
-
     from protocol import compare  # noqa: PLC0415
 
-    v2 = {key(r): r for r in pick_rows([r for r in v2_rows if r.get("protocol") == "v2"])}
-    v1 = {key(r): r for r in v1_rows if r.get("protocol", "v1") != "v2"}
+    def name(r: dict, k: tuple) -> str:
+        return mask_label(r) + ("" if k[3] == "none" else f" + {k[3]}")
+
+    v2 = {pipeline_key(r): r for r in pick_rows([r for r in v2_rows if r.get("protocol") == "v2"])}
+    v1 = {pipeline_key(r): r for r in v1_rows if r.get("protocol", "v1") != "v2"}
     both = [k for k in v2 if k in v1]
     if not both:
         return "No row has been measured under both protocols yet.\n"
@@ -422,9 +433,6 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
         ks = [k for k in both if k[2] == setting and k[1] != "dense"]
         if len(ks) < 2:
             continue
-        def name(r: dict, k: tuple) -> str:
-            return mask_label(r) + ("" if k[3] == "none" else f" + {k[3]}")
-
         n = min(len(v2[k]["wikitext"]["nll"]) for k in ks)  # v2 order over the windows every row scored
         k1, k2 = sorted(ks, key=lambda k: v1[k]["ppl"]), sorted(ks, key=lambda k: sum(v2[k]["wikitext"]["nll"][:n]))
         o1, o2 = [name(v1[k], k) for k in k1], [name(v2[k], k) for k in k2]
@@ -434,8 +442,7 @@ def changes_table(v1_rows: list[dict], v2_rows: list[dict]) -> str:
             shown += (" < " if c["diff_hi"] < 0 else " ≲ ") + name(v2[b], b)
         notes.append(f"- {setting}: v1 order {' < '.join(o1)}; v2 order {shown}: "
                      + ("**unchanged**" if o1 == o2 else "**changed**"))
-        ref = next((k for k in ks if k[1] == "sparsegpt" and k[3] == "none" and not k[5] and k[4] == "uniform"
-                    and k[6:] == ("pruned", 1.0)), None)
+        ref = next((k for k in ks if is_sparsegpt_reference(v2[k])), None)
         for k in [k for k in k1 if ref and k != ref and v1[k]["ppl"] < v1[ref]["ppl"]]:  # v1's "better than SparseGPT"
             held = []
             for text in ("wikitext", "heldout"):
