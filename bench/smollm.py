@@ -88,6 +88,20 @@ def mask_cache(a: argparse.Namespace) -> Path:
     return root / re.sub(r"[^A-Za-z0-9._=-]+", "_", key)
 
 
+def covers(have: dict, want) -> bool:
+    """True when a row evaluated with EvalConfig fields ``have`` (its "eval") scored at least what ``want`` asks:
+    the same first windows or more of each text (0 = whole, −1 = not scored), the tuning text, as many zero-shot
+    documents (None = whole sets). The dense reference is not scored again for a request it already covers."""
+    def windows(h: int, w: int) -> bool:
+        return w < 0 or h == 0 or (h > 0 and w > 0 and h >= w)
+
+    z_have, z_want = have.get("zeroshot_limit") or 0, want.zeroshot_limit or 0
+    return (windows(have.get("wikitext_windows", -1), want.wikitext_windows)
+            and windows(have.get("heldout_windows", -1), want.heldout_windows)
+            and (not want.tune or have.get("tune", False))
+            and (not want.zeroshot or (have.get("zeroshot", False) and (z_have == 0 or 0 < z_want <= z_have))))
+
+
 def eval_config(a: argparse.Namespace):
     from protocol import EvalConfig  # noqa: PLC0415
 
@@ -537,7 +551,10 @@ def main() -> None:
             key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes", tag,
                    a.match if method != "dense" else "pruned",
                    a.match_strength if method != "dense" and a.match == "dense" else 1.0)
-            if key in done or (method == "dense" and any(k[:2] == (a.model, "dense") and k[-3] == tag for k in done)):
+            if key in done or (method == "dense" and any(
+                    r["method"] == "dense" and r["model"] == a.model
+                    and (r.get("eval_tag") == tag or (a.protocol == "v2" and covers(r.get("eval", {}), eval_config(a))))
+                    for r in rows)):
                 continue
             args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec,
                     "--refit", refit, *common]

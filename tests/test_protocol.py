@@ -236,3 +236,22 @@ def test_changes_table_checks_each_v1_claim_against_sparsegpt_on_both_texts():
     claim = next(ln for ln in md.splitlines() if ln.strip().startswith("- v1: sparseswaps below SparseGPT"))
     assert "WikiText -" in claim and claim.index("holds") < claim.index("english-heldout +")
     assert claim.endswith("**reversed**")
+
+
+def test_the_dense_reference_is_not_scored_again_for_a_request_it_covers():
+    """A zero-shot-only or perplexity-only rescore of a mask asks less than the dense row already holds: the grid
+    must not spend a dense scoring on it; a larger request (more windows, the whole sets) must."""
+    import smollm
+    from protocol import EvalConfig
+
+    have = {"wikitext_windows": 128, "heldout_windows": 128, "tune": True, "zeroshot": True, "zeroshot_limit": 500}
+    assert smollm.covers(have, EvalConfig(128, 128, zeroshot=False))
+    assert smollm.covers(have, EvalConfig(-1, -1, zeroshot=True, zeroshot_limit=500))
+    assert smollm.covers(have, EvalConfig(64, -1, tune=False, zeroshot=True, zeroshot_limit=100))
+    assert not smollm.covers(have, EvalConfig(0, 128, zeroshot=False))  # the whole test set
+    assert not smollm.covers(have, EvalConfig(256, 128, zeroshot=False))
+    assert not smollm.covers(have, EvalConfig(-1, -1, zeroshot=True, zeroshot_limit=None))  # whole zero-shot sets
+    assert not smollm.covers({**have, "tune": False}, EvalConfig(-1, -1, zeroshot=False))
+    whole = {"wikitext_windows": 0, "heldout_windows": 0, "tune": True, "zeroshot": False}
+    assert smollm.covers(whole, EvalConfig(0, 0, zeroshot=False)) and smollm.covers(whole, EvalConfig(128, 5, zeroshot=False))
+    assert not smollm.covers(whole, EvalConfig(0, 0, zeroshot=True, zeroshot_limit=500))
