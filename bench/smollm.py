@@ -28,6 +28,7 @@ and the peers' rows that `bench/peers/` wrote to `bench/results/peers/*.json`.
 
     .venv/bin/python bench/smollm.py --settings 50% 70% --methods wanda sparsegpt --threads 1
     .venv/bin/python bench/smollm.py --settings 50% --methods sparsegpt --wikitext-windows 0 --zeroshot-limit 0
+    .venv/bin/python bench/smollm.py --settings 50% --methods sparsegpt --wikitext-windows -1 --heldout-windows -1
     .venv/bin/python bench/smollm.py --table
 """
 from __future__ import annotations
@@ -515,8 +516,10 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--eval-max-windows", type=int, default=32, help="v1: windows of WikiText test")
-    ap.add_argument("--wikitext-windows", type=int, default=128, help="v2: first windows of WikiText test (0: all)")
-    ap.add_argument("--heldout-windows", type=int, default=128, help="v2: first windows of english-heldout (0: all)")
+    ap.add_argument("--wikitext-windows", type=int, default=128,
+                    help="v2: first windows of WikiText test (0: all; -1: not scored, e.g. to add zero-shot to a row "
+                    "scored with --no-zeroshot: the table merges the two)")
+    ap.add_argument("--heldout-windows", type=int, default=128, help="v2: first windows of english-heldout (0: all; -1: not scored)")
     ap.add_argument("--zeroshot-limit", type=int, default=500, help="v2: documents per task (0: whole sets)")
     ap.add_argument("--no-zeroshot", action="store_true", help="v2: perplexities only")
     ap.add_argument("--threads", type=int, default=2)
