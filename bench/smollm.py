@@ -375,17 +375,35 @@ def table_v2(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tasks_table_v2(rows: list[dict]) -> str:
+def chance_rows(rows: list[dict]) -> list[dict]:
+    """The expected scores of answering at random (maskopt.zeroshot.chance_accuracy) at every zero-shot limit the
+    rows used, as rows of the tasks table."""
+    from maskopt.zeroshot import PAPER_ALIAS, chance_accuracy  # noqa: PLC0415
+
+    limits = sorted({r["zeroshot"].get("limit") or 0 for r in rows if r.get("protocol") == "v2" and r.get("zeroshot")})
+    out = []
+    for lim in limits:
+        c = chance_accuracy([PAPER_ALIAS], limit=lim or None)
+        out.append({"method": "random guess (expected)", "setting": "–", "recover": "–", "chance": True,
+                    "zeroshot": {**c, "mean_acc_norm": c["mean_acc"]}})
+    return out
+
+
+def tasks_table_v2(rows: list[dict], chance: list[dict] = ()) -> str:
+    """Per-task zero-shot accuracy of every row that has it; ``chance`` rows (chance_rows) first, as the floor."""
     from maskopt.zeroshot import PAPER_TASKS  # noqa: PLC0415
 
-    rows = [r for r in pick_rows([r for r in rows if r.get("protocol") == "v2"]) if r.get("zeroshot")]
+    picked = sorted((r for r in pick_rows([r for r in rows if r.get("protocol") == "v2"]) if r.get("zeroshot")),
+                    key=lambda r: (r["setting"] if r["method"] != "dense" else "", r["method"]))
     lines = ["| setting | mask | recovery | limit | " + " | ".join(PAPER_TASKS) + " | mean acc | mean acc_norm |",
              "|---|---|---|---:|" + "---:|" * (len(PAPER_TASKS) + 2)]
-    for r in sorted(rows, key=lambda r: (r["setting"] if r["method"] != "dense" else "", r["method"])):
+    for r in [*chance, *picked]:
         z = r["zeroshot"]
         cells = [f"{100 * z['tasks'][t]['acc']:.1f}" + (f" / {100 * z['tasks'][t]['acc_norm']:.1f}"
-                 if "acc_norm" in z["tasks"][t] else "") if t in z["tasks"] else "–" for t in PAPER_TASKS]
-        lines.append(f"| {'–' if r['method'] == 'dense' else r['setting']} | {label_v2(r)} | {r['recover']} | "
+                 if "acc_norm" in z["tasks"][t] and not r.get("chance") else "") if t in z["tasks"] else "–"
+                 for t in PAPER_TASKS]
+        name = f"*{r['method']}*" if r.get("chance") else label_v2(r)
+        lines.append(f"| {'–' if r['method'] == 'dense' else r['setting']} | {name} | {r['recover']} | "
                      f"{z.get('limit') or 'all'} | " + " | ".join(cells) + f" | {100 * z['mean_acc']:.2f} | "
                      f"{100 * z['mean_acc_norm']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -587,7 +605,8 @@ def main() -> None:
         v1_file = RESULTS / f"{NAME['v1']}.jsonl"
         v1_rows = [json.loads(ln) for ln in v1_file.read_text().splitlines() if ln.strip()] if v1_file.exists() else []
         (RESULTS / f"{a.name}.md").write_text(
-            V2_HEADER + md + "\nZero-shot accuracy per task (acc / acc_norm, %):\n\n" + tasks_table_v2(allrows)
+            V2_HEADER + md + "\nZero-shot accuracy per task (acc / acc_norm, %; the first row is the expected score of answering at "
+            "random, on the same documents):\n\n" + tasks_table_v2(allrows, chance_rows(allrows))
             + "\nWhat changed from protocol v1 (`smollm.jsonl`) to v2, rows measured under both:\n\n"
             + changes_table(v1_rows, rows))
         print(md)

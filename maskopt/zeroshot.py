@@ -180,6 +180,31 @@ def build_tasks(tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | N
     return manager, specs
 
 
+def chance_accuracy(tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
+                    include_path: str | Path | None = None, limit: int | None = None,
+                    task_data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Expected accuracy of answering uniformly at random, on exactly the documents :func:`zero_shot` scores:
+    per task mean over its first ``limit`` documents of 1 / (number of choices lm-eval offers), the same for acc
+    and acc_norm; plus ``mean_acc`` over tasks. The floor a model's score is read against (a score near it says
+    the model does not solve the task at all)."""
+    from itertools import islice
+
+    if not tasks:
+        raise TaskDataError("no tasks given")
+    tasks, task_data = expand_tasks(tasks, task_data, task_data_dir)
+    _offline()
+    manager, specs = build_tasks(tasks, task_data=task_data, include_path=include_path)
+    loaded = manager.load(specs)["tasks"]
+    res: dict[str, Any] = {}
+    for name in tasks:
+        task = loaded[name]
+        inv = [1.0 / len(task.doc_to_choice(doc)) for doc in islice(task.eval_docs, limit or None)]
+        if not inv:
+            raise TaskDataError(f"task {name}: no documents to score")
+        res[name] = {"acc": sum(inv) / len(inv), "acc_norm": sum(inv) / len(inv), "docs": len(inv)}
+    return {"tasks": res, "mean_acc": sum(r["acc"] for r in res.values()) / len(res), "limit": limit or None}
+
+
 def _needs_hub(exc: Exception) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
     return any(s in text for s in ("offline", "connection", "couldn't reach", "hub", "resolve", "not found on"))

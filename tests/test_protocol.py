@@ -255,3 +255,19 @@ def test_the_dense_reference_is_not_scored_again_for_a_request_it_covers():
     whole = {"wikitext_windows": 0, "heldout_windows": 0, "tune": True, "zeroshot": False}
     assert smollm.covers(whole, EvalConfig(0, 0, zeroshot=False)) and smollm.covers(whole, EvalConfig(128, 5, zeroshot=False))
     assert not smollm.covers(whole, EvalConfig(0, 0, zeroshot=True, zeroshot_limit=500))
+
+
+@needs_shared
+def test_tasks_table_opens_with_the_random_guess_floor_at_the_rows_limit():
+    """The floor is computed on the documents the rows scored (their limit), shown before every model row."""
+    import smollm
+
+    z = {"limit": 500, "mean_acc": 0.39, "mean_acc_norm": 0.41,
+         "tasks": {"boolq": {"acc": 0.38}, "hellaswag": {"acc": 0.3, "acc_norm": 0.35}}}
+    rows = [_row("dense", "–", 0.8, zeroshot=z), _row("wanda", "50%", 1.0)]  # wanda: no zero-shot, no line
+    chance = smollm.chance_rows(rows)
+    assert [c["zeroshot"]["limit"] for c in chance] == [500]
+    lines = smollm.tasks_table_v2(rows, chance).splitlines()
+    assert len(lines) == 4 and "*random guess (expected)*" in lines[2] and "| dense |" in lines[3]
+    cells = [c.strip() for c in lines[2].split("|")]
+    assert cells[5] == "50.0" and cells[7] == "25.0" and cells[-3] == cells[-2] == "35.72"

@@ -55,3 +55,31 @@ def test_local_task_reports_the_binomial_standard_error(tmp_path):
         res = zero_shot(tiny_model("llama"), tiny_tokenizer(), ["mc10"], include_path=tmp_path, batch_size=4)
     p, n = res["mc10"]["acc"], len(docs)
     assert res["mc10"]["acc_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / (n - 1)))  # sample sd / √n
+
+
+def test_chance_accuracy_is_the_mean_inverse_choice_count_of_the_scored_documents(tmp_path):
+    """ARC documents with 3, 4 and 5 choices: uniform guessing expects (1/3 + 1/4 + 1/5) / 3, and with limit 2
+    only the first two documents (the ones lm-eval would score) count."""
+    from maskopt.zeroshot import chance_accuracy
+
+    docs = [{"id": str(i), "question": f"q{i}", "answerKey": "A",
+             "choices": {"text": [f"c{j}" for j in range(k)], "label": "ABCDE"[:k]}} for i, k in enumerate((3, 4, 5))]
+    data = tmp_path / "arc.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    res = chance_accuracy(["arc_easy"], task_data={"arc_easy": data})
+    assert res["tasks"]["arc_easy"]["acc"] == pytest.approx((1 / 3 + 1 / 4 + 1 / 5) / 3)
+    assert res["tasks"]["arc_easy"]["docs"] == 3 and res["mean_acc"] == res["tasks"]["arc_easy"]["acc"]
+    two = chance_accuracy(["arc_easy"], task_data={"arc_easy": data}, limit=2)
+    assert two["tasks"]["arc_easy"]["acc"] == pytest.approx((1 / 3 + 1 / 4) / 2) and two["limit"] == 2
+
+
+@needs_shared
+def test_chance_accuracy_of_the_seven_paper_tasks():
+    from maskopt.zeroshot import chance_accuracy
+
+    res = chance_accuracy(["paper"], limit=500)
+    acc = {t: r["acc"] for t, r in res["tasks"].items()}
+    assert set(acc) == set(PAPER_TASKS)
+    assert acc["boolq"] == acc["rte"] == acc["winogrande"] == 0.5 and acc["hellaswag"] == acc["openbookqa"] == 0.25
+    assert res["tasks"]["arc_challenge"]["docs"] == 299 and res["tasks"]["hellaswag"]["docs"] == 500
+    assert 0.35 < res["mean_acc"] < 0.36
