@@ -565,7 +565,8 @@ def main() -> None:
         common += ["--tune-only"] if a.tune_only else []
         common += ["--no-reference"] if a.no_reference else []
         common += ["--no-zeroshot"] if a.no_zeroshot else []
-        tag = eval_config(a).tag() if a.protocol == "v2" else None
+        want = eval_config(a) if a.protocol == "v2" else None
+        tag = want.tag() if want else None
         todo = [("dense", "–", "none", "no")] + [(m, s, r, f) for s in a.settings for m in a.methods
                                                  for f in a.refit for r in a.recover]
         for method, setting, rec, refit in todo:
@@ -574,7 +575,7 @@ def main() -> None:
                    a.match_strength if method != "dense" and a.match == "dense" else 1.0)
             if key in done or (method == "dense" and any(
                     r["method"] == "dense" and r["model"] == a.model
-                    and (r.get("eval_tag") == tag or (a.protocol == "v2" and covers(r.get("eval", {}), eval_config(a))))
+                    and (r.get("eval_tag") == tag or (want is not None and covers(r.get("eval", {}), want)))
                     for r in rows)):
                 continue
             args = ["--method", method, "--setting", setting if setting != "–" else "50%", "--recover", rec,

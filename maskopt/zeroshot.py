@@ -180,6 +180,16 @@ def build_tasks(tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | N
     return manager, specs
 
 
+def _prepare(tasks: Sequence[str], task_data: Mapping[str, str | Path] | None, include_path: str | Path | None,
+             task_data_dir: str | Path | None) -> tuple[list[str], Any, list]:
+    """(task names, task manager, specs) of a request, offline: what zero_shot scores and chance_accuracy counts."""
+    if not tasks:
+        raise TaskDataError("no tasks given")
+    names, data = expand_tasks(tasks, task_data, task_data_dir)
+    _offline()
+    return names, *build_tasks(names, task_data=data, include_path=include_path)
+
+
 def chance_accuracy(tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
                     include_path: str | Path | None = None, limit: int | None = None,
                     task_data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -189,11 +199,7 @@ def chance_accuracy(tasks: Sequence[str], *, task_data: Mapping[str, str | Path]
     the model does not solve the task at all)."""
     from itertools import islice
 
-    if not tasks:
-        raise TaskDataError("no tasks given")
-    tasks, task_data = expand_tasks(tasks, task_data, task_data_dir)
-    _offline()
-    manager, specs = build_tasks(tasks, task_data=task_data, include_path=include_path)
+    tasks, manager, specs = _prepare(tasks, task_data, include_path, task_data_dir)
     loaded = manager.load(specs)["tasks"]
     res: dict[str, Any] = {}
     for name in tasks:
@@ -224,11 +230,7 @@ def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str,
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    if not tasks:
-        raise TaskDataError("no tasks given")
-    tasks, task_data = expand_tasks(tasks, task_data, task_data_dir)
-    _offline()
-    manager, specs = build_tasks(tasks, task_data=task_data, include_path=include_path)
+    tasks, manager, specs = _prepare(tasks, task_data, include_path, task_data_dir)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     # bootstrap_iters=1: acc and acc_norm are means, for which lm-eval then gives the closed-form standard error
     # (no resampling happens); 0 would drop the standard errors.
