@@ -11,6 +11,14 @@ over tasks of acc_A − acc_B). A row is appended to bench/results/zeroshot_pair
     .venv/bin/python bench/zeroshot_paired.py score ~/.cache/maskopt/peer-models/alps-70pct --label authors-alps-70
     .venv/bin/python bench/zeroshot_paired.py compare maskopt-alps-owl-match-70 authors-alps-70
     .venv/bin/python bench/zeroshot_paired.py --table
+
+Whole validation sets, a few tasks at a time (HellaSwag alone is ~4× the other six together): `--tasks` scores only
+those tasks at `--limit`, and `--extend LABEL` takes the other tasks from an earlier scoring of the same folder. The
+documents both scorings hold must get the same answers (the check that they are one model, recorded as
+`extend_agree`); the result keeps each task's document count and says which tasks are whole.
+
+    .venv/bin/python bench/zeroshot_paired.py score FOLDER --label authors-alps-50-whole6 --limit 0 \
+        --tasks boolq winogrande arc_easy --extend authors-alps-50
 """
 from __future__ import annotations
 
@@ -29,19 +37,68 @@ DOCS = RESULTS / "zeroshot_docs"
 JSONL = RESULTS / "zeroshot_paired.jsonl"
 
 
-def score(folder: str, label: str, limit: int, threads: int) -> dict:
+def whole_sizes() -> dict[str, int]:
+    """Documents in each task's whole validation set (the seven tasks of protocol v2)."""
+    from maskopt.zeroshot import PAPER_ALIAS, chance_accuracy  # noqa: PLC0415
+
+    return {t: r["docs"] for t, r in chance_accuracy([PAPER_ALIAS])["tasks"].items()}
+
+
+def limit_label(counts: dict[str, int], whole: dict[str, int]) -> str:
+    """"all" when every task was scored on its whole set, else the tasks that were not, with their counts."""
+    part = [f"{t} {n} of {whole[t]}" for t, n in counts.items() if n != whole[t]]
+    return "all" if not part else "all but " + ", ".join(part)
+
+
+def extend(base: dict, new: dict, whole: dict[str, int]) -> dict:
+    """``new`` (a scoring of some tasks, on more documents) with the other tasks taken from ``base`` (an earlier
+    scoring of the same folder). One model: on the documents both hold, the two must answer alike; the share that
+    does is kept as ``extend_agree`` and anything under 99% is refused (a different model or evaluation)."""
+    from maskopt.zeroshot import mean_accuracy  # noqa: PLC0415
+
+    if base["folder"] != new["folder"]:
+        raise ValueError(f"--extend needs a scoring of the same folder: {base['folder']} vs {new['folder']}")
+    agree: dict[str, float] = {}
+    for t, d in new["docs"].items():
+        old = base["docs"].get(t)
+        if old is None:
+            raise ValueError(f"{base['label']} has no task {t} to check against")
+        pos = {i: k for k, i in enumerate(d["doc_id"])}
+        common = [(k, pos[i]) for k, i in enumerate(old["doc_id"]) if i in pos]
+        if not common:
+            raise ValueError(f"{t}: the two scorings share no document")
+        agree[t] = sum(old["acc"][k] == d["acc"][j] for k, j in common) / len(common)
+        if agree[t] < 0.99:
+            raise ValueError(f"{t}: only {100 * agree[t]:.1f}% of the common documents get the same answer: "
+                             f"{base['label']} is not a scoring of the same model")
+    tasks = {t: (new if t in new["docs"] else base)["tasks"][t] for t in base["tasks"]}
+    docs = {t: (new if t in new["docs"] else base)["docs"][t] for t in base["docs"]}
+    counts = {t: len(d["doc_id"]) for t, d in docs.items()}
+    return {**new, "tasks": tasks, **mean_accuracy(tasks), "docs": docs, "counts": counts,
+            "limit": limit_label(counts, whole), "extends": base["label"], "extend_agree": agree,
+            "seconds": base["seconds"] + new["seconds"]}
+
+
+def score(folder: str, label: str, limit: int, threads: int, tasks: list[str] | None = None,
+          base: str | None = None) -> dict:
     import torch  # noqa: PLC0415
 
     from maskopt.model.loading import load_model  # noqa: PLC0415
     from maskopt.zeroshot import PAPER_ALIAS, mean_accuracy, zero_shot  # noqa: PLC0415
 
+    if (tasks is None) != (base is None):
+        raise SystemExit("--tasks and --extend go together: a few tasks scored again, the others from LABEL")
+    prior = json.loads((DOCS / f"{base}.json").read_text()) if base else None
     torch.set_num_threads(threads)
     t = time.time()
     model, tok = load_model(folder, progress=False)
     with torch.no_grad():
-        res, docs = zero_shot(model, tok, [PAPER_ALIAS], limit=limit or None, batch_size=8, seed=0, return_docs=True)
+        res, docs = zero_shot(model, tok, tasks or [PAPER_ALIAS], limit=limit or None, batch_size=8, seed=0,
+                              return_docs=True)
     out = {"label": label, "folder": str(folder), "limit": limit or None, "tasks": res, **mean_accuracy(res),
            "docs": docs, "seconds": time.time() - t}
+    if prior is not None:
+        out = extend(prior, out, whole_sizes())
     DOCS.mkdir(parents=True, exist_ok=True)
     tmp = DOCS / f".{label}.json.tmp"
     tmp.write_text(json.dumps(out))
@@ -94,14 +151,18 @@ def main() -> None:
     s.add_argument("--label", required=True)
     s.add_argument("--limit", type=int, default=500, help="documents per task (0: the whole sets)")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--tasks", nargs="+", default=None, help="score only these tasks (with --extend)")
+    s.add_argument("--extend", default=None, metavar="LABEL",
+                   help="the other tasks from this earlier scoring of the same folder")
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")
     c.add_argument("--n-boot", type=int, default=2000)
     a = ap.parse_args()
     if a.cmd == "score":
-        out = score(a.folder, a.label, a.limit, a.threads)
-        print(json.dumps({k: out[k] for k in ("label", "mean_acc", "mean_acc_norm", "seconds")}))
+        out = score(a.folder, a.label, a.limit, a.threads, a.tasks, a.extend)
+        print(json.dumps({k: out.get(k) for k in ("label", "mean_acc", "mean_acc_norm", "limit", "extend_agree",
+                                                  "seconds")}))
     elif a.cmd == "compare":
         print(json.dumps(compare(a.a, a.b, a.n_boot)))
     if a.table or a.cmd == "compare":

@@ -51,3 +51,42 @@ def test_different_documents_or_tasks_are_refused():
         paired_accuracy(a, _docs(boolq=[1, 0]))
     with pytest.raises(ValueError, match="level"):
         paired_accuracy(a, a, level=1.5)
+
+
+def _scoring(label, folder, **tasks):
+    """A zeroshot_paired scoring record: per task its documents' acc and the task means."""
+    docs = _docs(**tasks)
+    res = {t: {"acc": sum(v["acc"]) / len(v["acc"]), "acc_stderr": 0.01} for t, v in docs.items()}
+    return {"label": label, "folder": folder, "limit": 2, "tasks": res, "docs": docs, "seconds": 1.0}
+
+
+def _bench_module():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import zeroshot_paired
+    return zeroshot_paired
+
+
+def test_extending_a_scoring_replaces_the_rescored_tasks_and_keeps_the_others():
+    zp = _bench_module()
+    base = _scoring("m-500", "/m", boolq=[1, 0], rte=[1, 1, 0])
+    new = _scoring("m-all", "/m", boolq=[1, 0, 0, 0])  # the whole set: the first two documents answered alike
+    out = zp.extend(base, new, {"boolq": 4, "rte": 3})
+    assert out["docs"]["boolq"]["acc"] == [1.0, 0.0, 0.0, 0.0] and out["docs"]["rte"] == base["docs"]["rte"]
+    assert out["tasks"]["boolq"]["acc"] == 0.25 and out["tasks"]["rte"]["acc"] == pytest.approx(2 / 3)
+    assert out["mean_acc"] == pytest.approx((0.25 + 2 / 3) / 2)  # recomputed over the merged tasks
+    assert out["limit"] == "all" and out["counts"] == {"boolq": 4, "rte": 3} and out["extend_agree"] == {"boolq": 1.0}
+    assert zp.extend(base, new, {"boolq": 4, "rte": 9})["limit"] == "all but rte 3 of 9"
+
+
+def test_extending_is_refused_for_another_model_or_folder():
+    zp = _bench_module()
+    base = _scoring("m-500", "/m", boolq=[1, 0] * 100)
+    other = _scoring("x", "/m", boolq=[0, 1] * 100 + [1])  # disagrees on the documents both hold
+    with pytest.raises(ValueError, match="same model"):
+        zp.extend(base, other, {"boolq": 201})
+    with pytest.raises(ValueError, match="same folder"):
+        zp.extend(base, _scoring("y", "/elsewhere", boolq=[1, 0] * 100 + [1]), {"boolq": 201})
+    with pytest.raises(ValueError, match="no task"):
+        zp.extend(base, _scoring("z", "/m", rte=[1]), {"boolq": 200, "rte": 1})
