@@ -84,7 +84,7 @@ def score(folder: str, label: str, limit: int, threads: int, tasks: list[str] | 
     import torch  # noqa: PLC0415
 
     from maskopt.model.loading import load_model  # noqa: PLC0415
-    from maskopt.zeroshot import PAPER_ALIAS, mean_accuracy, zero_shot  # noqa: PLC0415
+    from maskopt.zeroshot import PAPER_ALIAS, default_task_data, mean_accuracy, zero_shot  # noqa: PLC0415
 
     if (tasks is None) != (base is None):
         raise SystemExit("--tasks and --extend go together: a few tasks scored again, the others from LABEL")
@@ -93,8 +93,8 @@ def score(folder: str, label: str, limit: int, threads: int, tasks: list[str] | 
     t = time.time()
     model, tok = load_model(folder, progress=False)
     with torch.no_grad():
-        res, docs = zero_shot(model, tok, tasks or [PAPER_ALIAS], limit=limit or None, batch_size=8, seed=0,
-                              return_docs=True)
+        res, docs = zero_shot(model, tok, tasks or [PAPER_ALIAS], task_data=default_task_data(tasks) if tasks else None,
+                              limit=limit or None, batch_size=8, seed=0, return_docs=True)
     out = {"label": label, "folder": str(folder), "limit": limit or None, "tasks": res, **mean_accuracy(res),
            "docs": docs, "seconds": time.time() - t}
     if prior is not None:
