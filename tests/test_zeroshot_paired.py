@@ -90,3 +90,21 @@ def test_extending_is_refused_for_another_model_or_folder():
         zp.extend(base, _scoring("y", "/elsewhere", boolq=[1, 0] * 100 + [1]), {"boolq": 201})
     with pytest.raises(ValueError, match="no task"):
         zp.extend(base, _scoring("z", "/m", rte=[1]), {"boolq": 200, "rte": 1})
+
+
+def test_rescoring_one_paper_task_on_more_documents_extends_an_earlier_scoring(tmp_path, monkeypatch):
+    """End to end on the tiny model: the seven tasks on 2 documents, then RTE alone on 3 (it reads its local file,
+    not the hub) merged with the other six; the first two RTE documents get the same answers both times."""
+    from conftest import TINY_LLAMA, needs_shared  # noqa: F401
+    if not TINY_LLAMA.is_dir():
+        pytest.skip("../shared is absent")
+    zp = _bench_module()
+    monkeypatch.setattr(zp, "DOCS", tmp_path)
+    zp.score(str(TINY_LLAMA), "base", 2, 1)
+    out = zp.score(str(TINY_LLAMA), "more", 3, 1, ["rte"], "base")
+    assert out["counts"]["rte"] == 3 and all(n == 2 for t, n in out["counts"].items() if t != "rte")
+    assert out["extend_agree"] == {"rte": 1.0} and out["extends"] == "base"
+    assert out["limit"].startswith("all but boolq 2 of 3270, rte 3 of 277, hellaswag 2 of 10042")
+    assert (tmp_path / "more.json").is_file()
+    with pytest.raises(SystemExit, match="go together"):
+        zp.score(str(TINY_LLAMA), "x", 3, 1, ["rte"], None)
