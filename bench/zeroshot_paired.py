@@ -54,7 +54,8 @@ def limit_label(counts: dict[str, int], whole: dict[str, int]) -> str:
 def extend(base: dict, new: dict, whole: dict[str, int]) -> dict:
     """``new`` (a scoring of some tasks, on more documents) with the other tasks taken from ``base`` (an earlier
     scoring of the same folder). One model: on the documents both hold, the two must answer alike; the share that
-    does is kept as ``extend_agree`` and anything under 99% is refused (a different model or evaluation)."""
+    does is kept as ``extend_agree`` and anything under 99% is refused (a different model or evaluation).
+    ``seconds`` of the result counts both scorings."""
     from maskopt.zeroshot import mean_accuracy  # noqa: PLC0415
 
     if base["folder"] != new["folder"]:
