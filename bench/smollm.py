@@ -305,17 +305,32 @@ def _extent(r: dict, measure: str) -> int:
     return len(r[measure].get("nll", []))
 
 
+def same_scores(a: dict, b: dict, rtol: float = 1e-5) -> bool:
+    """Two scorings are of one model when every text both scored has the same NLL on the windows both scored."""
+    for text in ("wikitext", "heldout", "tune"):
+        x, y = (r.get(text, {}).get("nll", []) for r in (a, b))
+        if any(abs(p - q) > rtol * max(abs(p), abs(q), 1.0) for p, q in zip(x, y)):
+            return False
+    return True
+
+
 def pick_rows(rows: list[dict]) -> list[dict]:
     """One row per configuration, each measure (WikiText, english-heldout, tuning text, zero-shot) taken from the
     row that scored the most of it (whole sets before limits, more windows first): a mask scored again on the whole
     test set keeps the zero-shot scores of its earlier row. The prune facts (time, memory, layer errors) are the row
     that pruned (not one that loaded the mask from the cache); eval s is the scorings' sum. eval_tag says what the
-    merged row holds."""
+    merged row holds. Rows of one configuration that disagree on the windows both scored are not one model (a mask
+    pruned again differently, say): merging them would be silently wrong, so it is refused."""
     groups: dict = {}
     for r in rows:
         groups.setdefault(pipeline_key(r), []).append(r)
     out = []
-    for rs in groups.values():
+    for key, rs in groups.items():
+        for r in rs[1:]:
+            if not same_scores(rs[0], r):
+                raise ValueError(f"{label_v2(r)} @ {r['setting']}: two rows ({rs[0].get('eval_tag')}, "
+                                 f"{r.get('eval_tag')}) differ on the windows both scored, so they are not one model; "
+                                 "remove the stale row or score the same mask again")
         base = dict(max(rs, key=lambda r: (not r.get("mask_cached", False), _extent(r, "zeroshot"),
                                            _extent(r, "wikitext"))))
         for m in ("wikitext", "heldout", "tune", "zeroshot"):

@@ -157,10 +157,11 @@ def test_scoreboard_merges_a_whole_set_rescore_with_the_earlier_zero_shot_row():
 
     first = _row("sparsegpt", "50%", 1.0, zeroshot={"limit": 500, "mean_acc": 0.4, "mean_acc_norm": 0.42, "tasks": {}},
                  prune_seconds=400.0, mean_relative_error=0.02, eval_seconds=100.0)
-    nll, _ = _sample(595, 3)
+    nll, _ = _sample(595 - 128, 3)
     whole = _row("sparsegpt", "50%", 1.0, eval_tag="W0 H– Z–", eval={"wikitext_windows": 0}, mask_cached=True,
                  prune_seconds=9.0, eval_seconds=50.0)
-    whole["wikitext"] = {"nll": nll.tolist(), "seqlen": 512, "ppl": 3.0, "lo": 2.9, "hi": 3.1}
+    whole["wikitext"] = {"nll": first["wikitext"]["nll"] + nll.tolist(), "seqlen": 512, "ppl": 3.0, "lo": 2.9,
+                         "hi": 3.1}  # the same model: its first 128 windows are the first row's
     del whole["heldout"]
     (merged,) = smollm.pick_rows([first, whole])
     assert len(merged["wikitext"]["nll"]) == 595  # the whole test set wins
@@ -170,6 +171,17 @@ def test_scoreboard_merges_a_whole_set_rescore_with_the_earlier_zero_shot_row():
     assert not merged.get("mask_cached") and merged["eval_seconds"] == 150.0 and merged["ppl"] == 3.0
     (alone,) = smollm.pick_rows([first])
     assert alone["eval_tag"] == "W128 H128 T Z500"  # one row: its own tag, untouched
+
+
+def test_rows_of_one_configuration_that_are_not_one_model_are_not_merged():
+    import smollm
+
+    first = _row("sparsegpt", "70%", 1.0)
+    other = _row("sparsegpt", "70%", 1.0, eval_tag="W595 H354 T Z–")
+    other["heldout"] = dict(other["heldout"], nll=[x * 1.001 for x in other["heldout"]["nll"]])  # pruned differently
+    with pytest.raises(ValueError, match="not one model"):
+        smollm.pick_rows([first, other])
+    assert len(smollm.pick_rows([first, _row("sparsegpt", "70%", 1.0, eval_tag="W595 H354 T Z–")])) == 1
 
 
 def test_a_per_matrix_setting_is_compared_with_per_row_sparsegpt():
