@@ -204,6 +204,11 @@ def protocol_stage(cfg: EvalConfig):
     return ProtocolStage(ProtocolOptions(cfg))
 
 
+def same_nll(x: list[float], y: list[float], rtol: float = 1e-5) -> bool:
+    """Two scorings of one model: the NLL of every window both lists hold agrees within ``rtol``."""
+    return all(abs(p - q) <= rtol * max(abs(p), abs(q), 1.0) for p, q in zip(x, y))
+
+
 def compare(row_a: dict, row_b: dict, text: str = "wikitext", n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Paired bootstrap of two scored rows on ``text`` over the windows both scored (the first n of the same
     text: rows with 128 and with all windows share their first 128)."""

@@ -307,11 +307,10 @@ def _extent(r: dict, measure: str) -> int:
 
 def same_scores(a: dict, b: dict, rtol: float = 1e-5) -> bool:
     """Two scorings are of one model when every text both scored has the same NLL on the windows both scored."""
-    for text in ("wikitext", "heldout", "tune"):
-        x, y = (r.get(text, {}).get("nll", []) for r in (a, b))
-        if any(abs(p - q) > rtol * max(abs(p), abs(q), 1.0) for p, q in zip(x, y)):
-            return False
-    return True
+    from protocol import same_nll  # noqa: PLC0415
+
+    return all(same_nll(a.get(t, {}).get("nll", []), b.get(t, {}).get("nll", []), rtol)
+               for t in ("wikitext", "heldout", "tune"))
 
 
 def pick_rows(rows: list[dict]) -> list[dict]:
@@ -325,7 +324,7 @@ def pick_rows(rows: list[dict]) -> list[dict]:
     for r in rows:
         groups.setdefault(pipeline_key(r), []).append(r)
     out = []
-    for key, rs in groups.items():
+    for rs in groups.values():
         for r in rs[1:]:
             if not same_scores(rs[0], r):
                 raise ValueError(f"{label_v2(r)} @ {r['setting']}: two rows ({rs[0].get('eval_tag')}, "

@@ -1,9 +1,15 @@
 """Paired zero-shot comparison (maskopt.zeroshot.paired_accuracy): closed-form cases and its refusals."""
+import sys
+from pathlib import Path
+
 import pytest
+from conftest import TINY_LLAMA, needs_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maskopt.zeroshot import paired_accuracy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 
 def _docs(**tasks):
@@ -61,9 +67,6 @@ def _scoring(label, folder, **tasks):
 
 
 def _bench_module():
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import zeroshot_paired
     return zeroshot_paired
 
@@ -92,12 +95,10 @@ def test_extending_is_refused_for_another_model_or_folder():
         zp.extend(base, _scoring("z", "/m", rte=[1]), {"boolq": 200, "rte": 1})
 
 
+@needs_shared
 def test_rescoring_one_paper_task_on_more_documents_extends_an_earlier_scoring(tmp_path, monkeypatch):
     """End to end on the tiny model: the seven tasks on 2 documents, then RTE alone on 3 (it reads its local file,
     not the hub) merged with the other six; the first two RTE documents get the same answers both times."""
-    from conftest import TINY_LLAMA, needs_shared  # noqa: F401
-    if not TINY_LLAMA.is_dir():
-        pytest.skip("../shared is absent")
     zp = _bench_module()
     monkeypatch.setattr(zp, "DOCS", tmp_path)
     zp.score(str(TINY_LLAMA), "base", 2, 1)

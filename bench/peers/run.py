@@ -61,9 +61,10 @@ def result_path(peer: str, setting: str, tag: str) -> Path:
 
 def same_model(a: dict, b: dict, rtol: float = 1e-5) -> bool:
     """Two scorings come from the same weights when the windows both scored have the same NLL sums."""
+    from protocol import same_nll  # noqa: PLC0415
+
     x, y = a["wikitext"]["nll"], b["wikitext"]["nll"]
-    n = min(len(x), len(y))
-    return n > 0 and all(abs(p - q) <= rtol * max(abs(p), abs(q), 1.0) for p, q in zip(x[:n], y[:n]))
+    return min(len(x), len(y)) > 0 and same_nll(x, y, rtol)
 
 
 def prune(peer: str, setting: str, a: argparse.Namespace, windows: Path, folder: Path) -> Path:
