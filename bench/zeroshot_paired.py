@@ -78,11 +78,12 @@ def extend(base: dict, new: dict, whole: dict[str, int]) -> dict:
     counts = {t: len(d["doc_id"]) for t, d in docs.items()}
     return {**new, "tasks": tasks, **mean_accuracy(tasks), "docs": docs, "counts": counts,
             "limit": limit_label(counts, whole), "extends": base["label"], "extend_agree": agree,
+            "evaluator_of_extended": base.get("evaluator", "hflm"),
             "seconds": base["seconds"] + new["seconds"]}
 
 
 def score(folder: str, label: str, limit: int, threads: int, tasks: list[str] | None = None,
-          base: str | None = None) -> dict:
+          base: str | None = None, share_context: bool = True) -> dict:
     import torch  # noqa: PLC0415
 
     from maskopt.model.loading import load_model  # noqa: PLC0415
@@ -96,9 +97,9 @@ def score(folder: str, label: str, limit: int, threads: int, tasks: list[str] | 
     model, tok = load_model(folder, progress=False)
     with torch.no_grad():
         res, docs = zero_shot(model, tok, tasks or [PAPER_ALIAS], task_data=default_task_data(tasks) if tasks else None,
-                              limit=limit or None, batch_size=8, seed=0, return_docs=True)
+                              limit=limit or None, batch_size=8, seed=0, return_docs=True, share_context=share_context)
     out = {"label": label, "folder": str(folder), "limit": limit or None, "tasks": res, **mean_accuracy(res),
-           "docs": docs, "seconds": time.time() - t}
+           "docs": docs, "seconds": time.time() - t, "evaluator": "shared-context" if share_context else "hflm"}
     if prior is not None:
         out = extend(prior, out, whole_sizes())
     DOCS.mkdir(parents=True, exist_ok=True)
@@ -154,6 +155,8 @@ def main() -> None:
     s.add_argument("--limit", type=int, default=500, help="documents per task (0: the whole sets)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--tasks", nargs="+", default=None, help="score only these tasks (with --extend)")
+    s.add_argument("--hflm", action="store_true",
+                   help="lm-eval's HFLM as it is (default: each context run once, maskopt.shared_context_lm)")
     s.add_argument("--extend", default=None, metavar="LABEL",
                    help="the other tasks from this earlier scoring of the same folder")
     c = sub.add_parser("compare")
@@ -162,7 +165,7 @@ def main() -> None:
     c.add_argument("--n-boot", type=int, default=2000)
     a = ap.parse_args()
     if a.cmd == "score":
-        out = score(a.folder, a.label, a.limit, a.threads, a.tasks, a.extend)
+        out = score(a.folder, a.label, a.limit, a.threads, a.tasks, a.extend, share_context=not a.hflm)
         print(json.dumps({k: out.get(k) for k in ("label", "mean_acc", "mean_acc_norm", "limit", "extend_agree",
                                                   "seconds")}))
     elif a.cmd == "compare":

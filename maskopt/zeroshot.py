@@ -220,18 +220,24 @@ def _needs_hub(exc: Exception) -> bool:
 def zero_shot(model, tokenizer, tasks: Sequence[str], *, task_data: Mapping[str, str | Path] | None = None,
               include_path: str | Path | None = None, limit: int | None = None, batch_size: int = 8,
               num_fewshot: int = 0, seed: int = 0, task_data_dir: str | Path | None = None,
-              return_docs: bool = False) -> Any:
+              return_docs: bool = False, share_context: bool = True) -> Any:
     """{task: {metric: value}} (``acc``, ``acc_norm``, ``…_stderr``) of an in-memory causal LM. The task name
     ``paper`` runs the seven tasks of the Wanda / SparseGPT papers from their local files (default_task_data).
 
     ``return_docs``: return (that dict, {task: {"doc_id": [...], "acc": [...], "acc_norm": [...]}}), the score of
     every document (ordered by doc_id), for paired comparisons of two models on the same documents
-    (:func:`paired_accuracy`)."""
+    (:func:`paired_accuracy`).
+
+    ``share_context`` (default): each distinct context runs once and its choices on its cached keys/values
+    (:class:`~maskopt.shared_context_lm.SharedContextLM`, lm-eval's numbers up to rounding); False: lm-eval's
+    ``HFLM`` as it is."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
+    from maskopt.shared_context_lm import SharedContextLM
+
     tasks, manager, specs = _prepare(tasks, task_data, include_path, task_data_dir)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = (SharedContextLM if share_context else HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     # bootstrap_iters=1: acc and acc_norm are means, for which lm-eval then gives the closed-form standard error
     # (no resampling happens); 0 would drop the standard errors.
     try:
