@@ -18,6 +18,10 @@ those tasks at `--limit`, and `--extend LABEL` takes the other tasks from an ear
 documents both scorings hold must get the same answers (the check that they are one model, recorded as
 `extend_agree`); the result keeps each task's document count and says which tasks are whole.
 
+Scoring runs each distinct context once (`maskopt.shared_context_lm`, recorded as `evaluator: shared-context`);
+`--hflm` runs lm-eval's HFLM as it is (the scorings before that scorer existed, which carry no `evaluator`). An
+extension records the extended scoring's evaluator too; its agreement check then also compares the two evaluators.
+
     .venv/bin/python bench/zeroshot_paired.py score FOLDER --label authors-alps-50-whole6 --limit 0 \
         --tasks boolq winogrande arc_easy --extend authors-alps-50
 """
