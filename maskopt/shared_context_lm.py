@@ -14,6 +14,7 @@ argmax, as in ``HFLM``. Requests longer than the model's window, and non-causal 
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,10 @@ from tqdm import tqdm
 Request = tuple[tuple[str, str], list[int], list[int]]
 
 
+class _NoSharableCache(RuntimeError):
+    """The model's cache cannot be repeated per choice (not a transformers DynamicCache)."""
+
+
 class SharedContextLM(HFLM):
     """``HFLM`` whose ``_loglikelihood_tokens`` groups requests by context tokens (see the module docstring)."""
 
@@ -30,6 +35,13 @@ class SharedContextLM(HFLM):
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
         if self.backend != "causal":
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        try:
+            return self._shared(requests, disable_tqdm, override_bs)
+        except _NoSharableCache as e:
+            warnings.warn(f"{e}: every request runs with its context again (lm-eval's HFLM)", stacklevel=2)
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+
+    def _shared(self, requests: list[Request], disable_tqdm: bool, override_bs: int | None):
         res: list[tuple[float, bool] | None] = [None] * len(requests)
         long = [i for i, (_, ctx, cont) in enumerate(requests) if len(ctx) + len(cont) > self.max_length + 1]
         if long:  # HFLM's left truncation
@@ -79,7 +91,9 @@ class SharedContextLM(HFLM):
         rest_len = max(len(c) for c in conts) - 1
         rest = None
         if rest_len > 0:  # every continuation but its last token, right-padded, on its context's cache
-            cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+            cache = out.cache if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
+            if not hasattr(cache, "batch_repeat_interleave"):
+                raise _NoSharableCache(f"{type(self.model).__name__} returns a {type(cache).__name__} cache")
             cache.batch_repeat_interleave(n)
             pad = torch.zeros(len(conts), rest_len, dtype=torch.long, device=self.device)
             for k, c in enumerate(conts):

@@ -83,3 +83,17 @@ def test_contexts_of_one_length_and_choice_count_run_as_one_batch():
     hook.remove()
     ref = HFLM(pretrained=model, tokenizer=tiny_tokenizer(), batch_size=8)._loglikelihood_tokens(reqs, True)
     assert [a for a, _ in got] == pytest.approx([a for a, _ in ref], abs=1e-4)
+
+
+def test_a_cache_that_cannot_be_repeated_falls_back_to_hflm_and_says_so(monkeypatch):
+    from transformers import DynamicCache
+
+    model = tiny_model("llama")
+    reqs = _requests(model, seed=2)
+    ref = HFLM(pretrained=model, tokenizer=tiny_tokenizer(), batch_size=3)._loglikelihood_tokens(reqs, True)
+    owner = next(c for c in DynamicCache.__mro__ if "batch_repeat_interleave" in vars(c))
+    monkeypatch.delattr(owner, "batch_repeat_interleave")
+    with pytest.warns(UserWarning, match="DynamicCache cache: every request runs with its context again"):
+        got = SharedContextLM(pretrained=model, tokenizer=tiny_tokenizer(), batch_size=3)._loglikelihood_tokens(reqs,
+                                                                                                              True)
+    assert got == ref
