@@ -116,3 +116,18 @@ def nan_after_digits(after: int, **kw):
             return out * float("nan") if self.calls > self.after else out
 
     return NaNAfter()
+
+
+def mc_task(folder: Path, name: str, docs: list[dict], metrics: tuple[str, ...] = ("acc",)) -> Path:
+    """A local lm-eval multiple-choice task ``name`` in ``folder`` (question, choices, label documents); returns
+    the folder, for ``include_path``."""
+    import json
+
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: label\n'
+        "metric_list:\n" + "".join(f"  - metric: {m}\n" for m in metrics))
+    return folder

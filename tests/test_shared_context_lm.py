@@ -1,9 +1,7 @@
 """SharedContextLM gives lm-eval HFLM's loglikelihoods and greedy flags, in request order, running each context once."""
-import json
-
 import pytest
 import torch
-from conftest import FAMILIES, VOCAB, tiny_model, tiny_tokenizer
+from conftest import FAMILIES, VOCAB, mc_task, tiny_model, tiny_tokenizer
 from lm_eval.models.huggingface import HFLM
 
 from maskopt.shared_context_lm import SharedContextLM
@@ -57,13 +55,7 @@ def test_same_loglikelihoods_and_greedy_flags_as_hflm(family):
 def test_zero_shot_answers_each_document_as_hflm_does(tmp_path):
     docs = [{"question": f"w{i} w{i + 1} w{(3 * i) % 40}", "choices": [f"w{i + 2}", f"w{i + 3} w{i + 4}", "w5 w6 w7"],
              "label": i % 3} for i in range(24)]
-    data = tmp_path / "mc.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (tmp_path / "mc24.yaml").write_text(
-        "task: mc24\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
-        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: label\n'
-        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    mc_task(tmp_path, "mc24", docs, ("acc", "acc_norm"))
     model, tok = tiny_model("llama", seed=3), tiny_tokenizer()
     shared = zero_shot(model, tok, ["mc24"], include_path=tmp_path, return_docs=True)
     plain = zero_shot(model, tok, ["mc24"], include_path=tmp_path, return_docs=True, share_context=False)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import SHARED, needs_shared, tiny_model, tiny_tokenizer
+from conftest import SHARED, mc_task, needs_shared, tiny_model, tiny_tokenizer
 
 from maskopt.zeroshot import (PAPER_TASKS, TaskDataError, default_task_data, expand_tasks, mean_accuracy,
                               zero_shot)
@@ -44,13 +44,7 @@ def test_mean_accuracy_and_its_standard_error():
 def test_local_task_reports_the_binomial_standard_error(tmp_path):
     docs = [{"question": f"w{i} w{i + 1}", "choices": [f"w{i + 2}", f"w{i + 3} w{i + 4}", "w5"], "label": i % 3}
             for i in range(10)]
-    data = tmp_path / "mc.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (tmp_path / "mc10.yaml").write_text(
-        "task: mc10\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
-        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: label\n'
-        "metric_list:\n  - metric: acc\n")
+    mc_task(tmp_path, "mc10", docs)
     with torch.no_grad():
         res = zero_shot(tiny_model("llama"), tiny_tokenizer(), ["mc10"], include_path=tmp_path, batch_size=4)
     p, n = res["mc10"]["acc"], len(docs)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model, tiny_tokenizer
+from conftest import mc_task, tiny_model, tiny_tokenizer
 
 from maskopt.zeroshot import TaskDataError, build_tasks, zero_shot
 
@@ -16,14 +16,7 @@ DOCS = [{"question": "w1 w2 w3", "choices": ["w4 w5", "w6", "w7 w8 w9"], "label"
 
 @pytest.fixture
 def task_dir(tmp_path):
-    data = tmp_path / "mc.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
-    (tmp_path / "tiny_mc.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
-        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: label\n'
-        "metric_list:\n  - metric: acc\n")
-    return tmp_path
+    return mc_task(tmp_path, "tiny_mc", DOCS)
 
 
 @torch.no_grad()
