@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -75,9 +76,17 @@ class SharedContextLM(HFLM):
         pbar.close()
         return res  # type: ignore[return-value]
 
+    @cached_property
+    def _forward_args(self) -> set[str]:
+        """Names of the model's forward arguments (read once: the scoring loop asks for every batch)."""
+        try:
+            return set(inspect.signature(self.model.forward).parameters)
+        except (TypeError, ValueError):
+            return set()
+
     def _forward(self, ids: torch.Tensor, past=None, last_only: bool = False):
-        kw = {"logits_to_keep": 1} if last_only and _takes(self.model, "logits_to_keep") else {}
-        kw["cache" if _takes(self.model, "cache") else "past_key_values"] = past  # transformers ≥ 5.2x: cache
+        kw = {"logits_to_keep": 1} if last_only and "logits_to_keep" in self._forward_args else {}
+        kw["cache" if "cache" in self._forward_args else "past_key_values"] = past  # transformers ≥ 5.2x: cache
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                              enabled=self.mixed_precision_dtype is not None):
             return self.model(input_ids=ids, use_cache=True, **kw)
@@ -112,9 +121,3 @@ class SharedContextLM(HFLM):
             answers.append((float(lp), greedy))
         return answers
 
-
-def _takes(model, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
