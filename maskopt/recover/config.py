@@ -75,10 +75,12 @@ class ReconstructConfig:
         return asdict(self)
 
 
-# PERP's default learning rates: LM_LR from PERP's ranges (protocol v1); KD_LR chosen on the tuning text of protocol v2
-# (bench/results/recovery_v2.md; where every default comes from: bench/results/defaults.md)
+# PERP's default learning rates: LM_LR from PERP's ranges (protocol v1); KD_LR (LoRA-type modes) and FULL_KD_LR (mode
+# 'full': every kept weight) chosen on the tuning text of protocol v2 (bench/results/recovery_v2.md; where every default
+# comes from: bench/results/defaults.md)
 LM_LR = 5e-4
 KD_LR = 2e-3
+FULL_KD_LR = 5e-4
 
 
 @dataclass
@@ -96,7 +98,7 @@ class PERPConfig:
     mode: str = "masklora"
     r: int = 16
     alpha: float = 32.0
-    lr: float | None = None  # None: LM_LR for loss='lm', KD_LR for loss='kd' (chosen on the tuning text)
+    lr: float | None = None  # None: LM_LR for loss='lm'; for loss='kd' KD_LR, FULL_KD_LR with mode 'full' (tuning text)
     epochs: int = 1
     steps: int | None = None
     batch_size: int = 8
@@ -114,7 +116,7 @@ class PERPConfig:
 
     def __post_init__(self) -> None:
         if self.lr is None:
-            self.lr = KD_LR if self.loss == "kd" else LM_LR
+            self.lr = LM_LR if self.loss != "kd" else FULL_KD_LR if self.mode == "full" else KD_LR
         self.validate()
 
     def validate(self) -> None:

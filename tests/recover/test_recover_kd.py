@@ -105,9 +105,9 @@ def test_cli_distils_from_the_dense_model(tmp_path):
 
 
 def test_default_lr_follows_the_loss_and_an_explicit_lr_wins():
-    """lr unset: LM_LR for the LM loss, KD_LR (chosen on the tuning text) for distillation; a given lr is kept, also
-    through the stage's option parser."""
-    from maskopt.recover.config import KD_LR, LM_LR
+    """lr unset: LM_LR for the LM loss, KD_LR (chosen on the tuning text) for distillation, FULL_KD_LR for distillation
+    of every kept weight (mode 'full'); a given lr is kept, also through the stage's option parser."""
+    from maskopt.recover.config import FULL_KD_LR, KD_LR, LM_LR
     from maskopt.stages import make_stage
 
     assert PERPConfig().lr == LM_LR and PERPConfig(loss="kd").lr == KD_LR and KD_LR != LM_LR
@@ -115,3 +115,7 @@ def test_default_lr_follows_the_loss_and_an_explicit_lr_wins():
     assert make_stage("masklora:loss=kd", "recover").options.lr == KD_LR
     assert make_stage("masklora:loss=kd,lr=3e-4", "recover").options.lr == 3e-4
     assert make_stage("masklora", "recover").options.lr == LM_LR
+    assert PERPConfig(mode="full", loss="kd").lr == FULL_KD_LR and FULL_KD_LR != KD_LR
+    assert make_stage("full:loss=kd", "recover").options.lr == FULL_KD_LR
+    assert make_stage("full", "recover").options.lr == LM_LR
+    assert make_stage("full:loss=kd,lr=1e-5", "recover").options.lr == 1e-5
