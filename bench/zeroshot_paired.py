@@ -10,6 +10,7 @@ over tasks of acc_A − acc_B). A row is appended to bench/results/zeroshot_pair
     export MASKOPT_SMOLLM_F32=~/.cache/maskopt/smollm2-135m-f32
     .venv/bin/python bench/zeroshot_paired.py score ~/.cache/maskopt/peer-models/alps-70pct --label authors-alps-70
     .venv/bin/python bench/zeroshot_paired.py compare maskopt-alps-owl-match-70 authors-alps-70
+    .venv/bin/python bench/zeroshot_paired.py compare maskopt-alps-match-50 dense --without boolq   # one task left out
     .venv/bin/python bench/zeroshot_paired.py --table
 
 Whole validation sets, a few tasks at a time (HellaSwag's 10042 documents are 40168 loglikelihood requests, 3.5×
@@ -113,16 +114,37 @@ def score(folder: str, label: str, limit: int, threads: int, tasks: list[str] | 
     return out
 
 
-def compare(a: str, b: str, n_boot: int) -> dict:
+def without_tasks(record: dict, drop: list[str]) -> tuple[dict, float, float]:
+    """A scoring's documents, mean acc and its standard error over the tasks not in ``drop``
+    (mean over tasks; se = √(Σ se_t²) / n, as the scoreboard's)."""
+    unknown = sorted(set(drop) - set(record["docs"]))
+    if unknown:
+        raise SystemExit(f"--without: {record['label']} has no task {', '.join(unknown)} "
+                         f"(its tasks: {', '.join(record['docs'])})")
+    keep = [t for t in record["docs"] if t not in drop]
+    if not keep:
+        raise SystemExit("--without leaves no task to compare")
+    docs = {t: record["docs"][t] for t in keep}
+    mean = sum(record["tasks"][t]["acc"] for t in keep) / len(keep)
+    se = sum(record["tasks"][t]["acc_stderr"] ** 2 for t in keep) ** 0.5 / len(keep)
+    return docs, mean, se
+
+
+def compare(a: str, b: str, n_boot: int, without: list[str] | None = None) -> dict:
+    """Paired Δ of A against B over their tasks (minus ``without``); the row is appended to the jsonl."""
     from maskopt.zeroshot import paired_accuracy  # noqa: PLC0415
 
     ra, rb = (json.loads((DOCS / f"{x}.json").read_text()) for x in (a, b))
     if ra["limit"] != rb["limit"]:
         raise SystemExit(f"{a} and {b} were scored with different limits ({ra['limit']} vs {rb['limit']})")
-    row = {"a": a, "b": b, "limit": ra["limit"], "mean_acc_a": ra["mean_acc"], "mean_acc_b": rb["mean_acc"],
-           "acc": paired_accuracy(ra["docs"], rb["docs"], "acc", n_boot=n_boot),
-           "acc_norm": paired_accuracy(ra["docs"], rb["docs"], "acc_norm", n_boot=n_boot),
-           "unpaired_half_width": 1.96 * (ra["mean_acc_stderr"] ** 2 + rb["mean_acc_stderr"] ** 2) ** 0.5}
+    without = sorted(set(without or []))
+    (da, ma, sa), (db, mb, sb) = without_tasks(ra, without), without_tasks(rb, without)
+    row = {"a": a, "b": b, "limit": ra["limit"], "mean_acc_a": ma, "mean_acc_b": mb,
+           "acc": paired_accuracy(da, db, "acc", n_boot=n_boot),
+           "acc_norm": paired_accuracy(da, db, "acc_norm", n_boot=n_boot),
+           "unpaired_half_width": 1.96 * (sa ** 2 + sb ** 2) ** 0.5}
+    if without:
+        row["without"] = without
     with JSONL.open("a") as f:
         f.write(json.dumps(row) + "\n")
     return row
@@ -130,11 +152,12 @@ def compare(a: str, b: str, n_boot: int) -> dict:
 
 def write_table() -> str:
     rows = read_jsonl(JSONL)
-    last = {(r["a"], r["b"]): r for r in rows}
+    last = {(r["a"], r["b"], tuple(r.get("without", ()))): r for r in rows}
     lines = ["Zero-shot, paired by document (`bench/zeroshot_paired.py`): the seven tasks of protocol v2 (lm-eval, "
              "first `limit` documents of each), Δ = mean over tasks of (acc A − acc B) in points, 95% percentile "
              "interval of a paired bootstrap stratified by task (2000 resamples); the unpaired half-width is the "
-             "scoreboard's ± 1.96 √(se_A² + se_B²) for comparison. ✓ / ✗ = the whole interval above / below 0.", "",
+             "scoreboard's ± 1.96 √(se_A² + se_B²) for comparison. ✓ / ✗ = the whole interval above / below 0. "
+             "\"(without T)\" after the limit: task T left out of both means and of the bootstrap.", "",
              "| A | B | limit | mean acc A % | mean acc B % | Δ acc [95%] | P(A higher) | Δ acc_norm [95%] | "
              "unpaired ± |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
@@ -143,7 +166,8 @@ def write_table() -> str:
         return f"{100 * p['diff']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]{mark}"
 
     for r in last.values():
-        lines.append(f"| {r['a']} | {r['b']} | {r['limit']} | {100 * r['mean_acc_a']:.2f} | {100 * r['mean_acc_b']:.2f} "
+        limit = f"{r['limit']}" + (f" (without {', '.join(r['without'])})" if r.get("without") else "")
+        lines.append(f"| {r['a']} | {r['b']} | {limit} | {100 * r['mean_acc_a']:.2f} | {100 * r['mean_acc_b']:.2f} "
                      f"| {cell(r['acc'])} | {r['acc']['p_a_higher']:.2f} | {cell(r['acc_norm'])} | "
                      f"{100 * r['unpaired_half_width']:.2f} |")
     return write_md("zeroshot_paired", lines)
@@ -167,13 +191,16 @@ def main() -> None:
     c.add_argument("a")
     c.add_argument("b")
     c.add_argument("--n-boot", type=int, default=2000)
+    c.add_argument("--without", nargs="+", default=None, metavar="TASK",
+                   help="leave these tasks out of both means (e.g. boolq, where the dense model is below the "
+                        "majority answer); the row says so")
     a = ap.parse_args()
     if a.cmd == "score":
         out = score(a.folder, a.label, a.limit, a.threads, a.tasks, a.extend, share_context=not a.hflm)
         print(json.dumps({k: out.get(k) for k in ("label", "mean_acc", "mean_acc_norm", "limit", "extend_agree",
                                                   "seconds")}))
     elif a.cmd == "compare":
-        print(json.dumps(compare(a.a, a.b, a.n_boot)))
+        print(json.dumps(compare(a.a, a.b, a.n_boot, a.without)))
     if a.table or a.cmd == "compare":
         print(write_table())
 

@@ -109,3 +109,30 @@ def test_rescoring_one_paper_task_on_more_documents_extends_an_earlier_scoring(t
     assert (tmp_path / "more.json").is_file()
     with pytest.raises(SystemExit, match="go together"):
         zp.score(str(TINY_LLAMA), "x", 3, 1, ["rte"], None)
+
+
+def test_compare_without_a_task_drops_it_from_both_means_and_the_bootstrap(tmp_path, monkeypatch):
+    """A wins BoolQ outright and loses RTE outright: over both tasks Δ = 0; without BoolQ, Δ = RTE's −1 with the
+    whole interval below 0, the means are RTE's alone, and the table row says which task was left out."""
+    import json
+    zp = _bench_module()
+    monkeypatch.setattr(zp, "DOCS", tmp_path)
+    monkeypatch.setattr(zp, "JSONL", tmp_path / "paired.jsonl")
+    monkeypatch.setattr(zp, "write_md", lambda name, lines: "\n".join(lines))
+    a = _scoring("a", "/a", boolq=[1] * 10, rte=[0] * 10)
+    b = _scoring("b", "/b", boolq=[0] * 10, rte=[1] * 10)
+    for r in (a, b):
+        (tmp_path / f"{r['label']}.json").write_text(json.dumps(r))
+    both = zp.compare("a", "b", 200)
+    assert both["acc"]["diff"] == 0.0 and "without" not in both
+    assert both["mean_acc_a"] == both["mean_acc_b"] == 0.5
+    rte = zp.compare("a", "b", 200, ["boolq"])
+    assert rte["acc"]["diff"] == -1.0 and rte["acc"]["hi"] == -1.0 and set(rte["acc"]["per_task"]) == {"rte"}
+    assert rte["mean_acc_a"] == 0.0 and rte["mean_acc_b"] == 1.0 and rte["without"] == ["boolq"]
+    assert rte["unpaired_half_width"] == pytest.approx(1.96 * (2 * 0.01 ** 2) ** 0.5)  # one task: se_t / 1
+    table = zp.write_table()
+    assert "| a | b | 2 | 50.00 |" in table and "| a | b | 2 (without boolq) | 0.00 | 100.00 |" in table
+    with pytest.raises(SystemExit, match="no task piqa"):
+        zp.compare("a", "b", 200, ["piqa"])
+    with pytest.raises(SystemExit, match="leaves no task"):
+        zp.compare("a", "b", 200, ["boolq", "rte"])
