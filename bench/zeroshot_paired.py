@@ -116,7 +116,9 @@ def score(folder: str, label: str, limit: int, threads: int, tasks: list[str] | 
 
 def without_tasks(record: dict, drop: list[str]) -> tuple[dict, float, float]:
     """A scoring's documents, mean acc and its standard error over the tasks not in ``drop``
-    (mean over tasks; se = √(Σ se_t²) / n, as the scoreboard's)."""
+    (``maskopt.zeroshot.mean_accuracy`` of those tasks, as the scoreboard's)."""
+    from maskopt.zeroshot import mean_accuracy  # noqa: PLC0415
+
     unknown = sorted(set(drop) - set(record["docs"]))
     if unknown:
         raise SystemExit(f"--without: {record['label']} has no task {', '.join(unknown)} "
@@ -124,10 +126,8 @@ def without_tasks(record: dict, drop: list[str]) -> tuple[dict, float, float]:
     keep = [t for t in record["docs"] if t not in drop]
     if not keep:
         raise SystemExit("--without leaves no task to compare")
-    docs = {t: record["docs"][t] for t in keep}
-    mean = sum(record["tasks"][t]["acc"] for t in keep) / len(keep)
-    se = sum(record["tasks"][t]["acc_stderr"] ** 2 for t in keep) ** 0.5 / len(keep)
-    return docs, mean, se
+    means = mean_accuracy({t: record["tasks"][t] for t in keep})
+    return {t: record["docs"][t] for t in keep}, means["mean_acc"], means["mean_acc_stderr"]
 
 
 def compare(a: str, b: str, n_boot: int, without: list[str] | None = None) -> dict:
