@@ -65,7 +65,7 @@ TUNE_HEADER = (
 
 def row_key(r: dict) -> tuple:
     return (r["model"], r["method"], r["setting"], r["recover"], r.get("allocation", "uniform"), r.get("refit", False),
-            r.get("eval_tag"), r.get("match", "pruned"), r.get("match_strength", 1.0))
+            r.get("eval_tag"), r.get("match", "pruned"), r.get("match_strength", 1.0), r.get("calib_seed", 0))
 
 
 def pipeline_key(r: dict) -> tuple:
@@ -86,6 +86,7 @@ def mask_cache(a: argparse.Namespace) -> Path:
     key = f"{a.model}-{a.method}-{a.setting}-{a.allocation}-refit{a.refit[0]}-{a.nsamples}x{a.seqlen}"
     key += "" if a.protocol == "v1" else f"-{a.protocol}"  # v2 calibrates on another text: other masks
     key += "" if a.match == "pruned" else f"-match{a.match}" + ("" if a.match_strength == 1 else f"{a.match_strength:g}")
+    key += f"-seed{a.calib_seed}" if a.calib_seed else ""  # other calibration windows: another mask
     return root / re.sub(r"[^A-Za-z0-9._=-]+", "_", key)
 
 
@@ -138,7 +139,7 @@ def child(a: argparse.Namespace) -> None:
 
         calib, evaluate = Path(write_splits()["calib"]), protocol_stage(eval_config(a))
     cache = mask_cache(a)
-    inputs = JobInputs(model_path(a.model), [str(calib)], a.nsamples, a.seqlen, progress=False)
+    inputs = JobInputs(model_path(a.model), [str(calib)], a.nsamples, a.seqlen, seed=a.calib_seed, progress=False)
     report, out, cached = None, None, False
     reuse = recover or a.protocol != "v1"  # v2: a mask row scored again (e.g. on the whole sets) reuses its mask
     if a.method == "dense":
@@ -170,6 +171,7 @@ def child(a: argparse.Namespace) -> None:
     row = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
            "allocation": a.allocation, "refit": a.refit == ["yes"], **scores,
            **({"match": a.match, "match_strength": a.match_strength} if a.match != "pruned" else {}),
+           **({"calib_seed": a.calib_seed} if a.calib_seed else {}),
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
            "mean_wanda_relative_error": rep.mean_reference_relative_error(),
            "layer_relative_errors": [r.relative_error for r in rep.layers],
@@ -547,6 +549,10 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="results file name under bench/results/ (default smollm_v2 / smollm)")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=256)
+    ap.add_argument("--calib-seed", type=int, default=0,
+                    help="seed of the calibration window sampler (0: the protocol's); another seed prunes another "
+                    "mask from other windows of the same text, for the spread between prunings (not in the scoreboard: "
+                    "give another --name)")
     ap.add_argument("--eval-max-windows", type=int, default=32, help="v1: windows of WikiText test")
     ap.add_argument("--wikitext-windows", type=int, default=128,
                     help="v2: first windows of WikiText test (0: all; -1: not scored, e.g. to add zero-shot to a row "
@@ -561,6 +567,9 @@ def main() -> None:
                     help="v2: paired bootstrap of two rows named by substrings of 'mask @ setting / recovery'")
     a = ap.parse_args()
     a.name = a.name or NAME[a.protocol]
+    if a.calib_seed and a.name in NAME.values():
+        raise SystemExit(f"--calib-seed {a.calib_seed}: the scoreboard's rows use the protocol's seed; write these "
+                         "rows under another --name (e.g. seeds_v2)")
     if a.child:
         return child(a)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -575,7 +584,7 @@ def main() -> None:
                   str(a.eval_max_windows), "--threads", str(a.threads), "--allocation", a.allocation,
                   "--protocol", a.protocol, "--wikitext-windows", str(a.wikitext_windows), "--heldout-windows",
                   str(a.heldout_windows), "--zeroshot-limit", str(a.zeroshot_limit), "--match", a.match,
-                   "--match-strength", str(a.match_strength)]
+                   "--match-strength", str(a.match_strength), "--calib-seed", str(a.calib_seed)]
         common += ["--tune-only"] if a.tune_only else []
         common += ["--no-reference"] if a.no_reference else []
         common += ["--no-zeroshot"] if a.no_zeroshot else []
@@ -586,7 +595,8 @@ def main() -> None:
         for method, setting, rec, refit in todo:
             key = (a.model, method, setting, rec, a.allocation if method != "dense" else "uniform", refit == "yes", tag,
                    a.match if method != "dense" else "pruned",
-                   a.match_strength if method != "dense" and a.match == "dense" else 1.0)
+                   a.match_strength if method != "dense" and a.match == "dense" else 1.0,
+                   a.calib_seed if method != "dense" else 0)
             if key in done or (method == "dense" and any(
                     r["method"] == "dense" and r["model"] == a.model
                     and (r.get("eval_tag") == tag or (want is not None and covers(r.get("eval", {}), want)))
