@@ -567,11 +567,11 @@ def main() -> None:
                     help="v2: paired bootstrap of two rows named by substrings of 'mask @ setting / recovery'")
     a = ap.parse_args()
     a.name = a.name or NAME[a.protocol]
+    if a.child:
+        return child(a)
     if a.calib_seed and a.name in NAME.values():
         raise SystemExit(f"--calib-seed {a.calib_seed}: the scoreboard's rows use the protocol's seed; write these "
                          "rows under another --name (e.g. seeds_v2)")
-    if a.child:
-        return child(a)
     RESULTS.mkdir(parents=True, exist_ok=True)
     jsonl = RESULTS / f"{a.name}.jsonl"
     rows = [json.loads(ln) for ln in jsonl.read_text().splitlines() if ln.strip()] if jsonl.exists() else []
