@@ -50,12 +50,15 @@ def slug(setting: str) -> str:
     return setting.replace("%", "pct").replace(":", "of")
 
 
-def result_path(peer: str, setting: str, tag: str) -> Path:
+def result_path(peer: str, setting: str, tag: str, seed: int = 0) -> Path:
     """The peer's JSON: <peer>-<setting>.json for the grid's evaluation (W128 H128 T Z500), the tag appended for any
-    other (a whole-test-set rescore, say), so that each scoring is kept and the scoreboard merges them."""
+    other (a whole-test-set rescore, say), so that each scoring is kept and the scoreboard merges them. A pruning
+    from calibration windows of another seed goes to peers/seeds/<name>-seed<S>.json, outside the scoreboard."""
     name = f"{peer}-{slug(setting)}"
     if tag != GRID_TAG:
         name += "-" + re.sub(r"[^A-Za-z0-9]+", "-", tag).strip("-")
+    if seed:
+        return RESULTS / "peers" / "seeds" / f"{name}-seed{seed}.json"
     return RESULTS / "peers" / f"{name}.json"
 
 
@@ -109,12 +112,12 @@ def run_one(peer: str, setting: str, a: argparse.Namespace, windows: Path) -> Pa
 
     cfg = EvalConfig(a.wikitext_windows, a.heldout_windows, zeroshot=not a.no_zeroshot,
                      zeroshot_limit=a.zeroshot_limit or None)
-    out_json = result_path(peer, setting, cfg.tag())
+    out_json = result_path(peer, setting, cfg.tag(), a.calib_seed)
     if out_json.exists() and not a.force:
         print(f"{out_json} exists: skipped", file=sys.stderr)
         return out_json
     models = Path(os.environ.get("MASKOPT_PEER_MODELS", Path.home() / ".cache" / "maskopt" / "peer-models"))
-    folder = models / f"{peer}-{slug(setting)}"
+    folder = models / (f"{peer}-{slug(setting)}" + (f"-seed{a.calib_seed}" if a.calib_seed else ""))
     extra = None if a.force else pruned_folder(folder, windows)
     if extra is None:
         extra = prune(peer, setting, a, windows, folder)
@@ -127,7 +130,7 @@ def run_one(peer: str, setting: str, a: argparse.Namespace, windows: Path) -> Pa
     score += ["--no-zeroshot"] if a.no_zeroshot else []
     subprocess.run(score, check=True, cwd=ROOT)
     row = json.loads(tmp.read_text())
-    grid = result_path(peer, setting, GRID_TAG)
+    grid = result_path(peer, setting, GRID_TAG, a.calib_seed)
     if grid != out_json and grid.exists():  # the scoreboard merges the two scorings: they must be of one model
         if not same_model(row, json.loads(grid.read_text())):
             raise SystemExit(f"{folder} is not the model scored in {grid} (its NLL on the common windows differ): "
@@ -153,13 +156,18 @@ def main() -> None:
     ap.add_argument("--heldout-windows", type=int, default=128)
     ap.add_argument("--no-zeroshot", action="store_true", help="perplexities only (a whole-test-set rescore)")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--calib-seed", type=int, default=0,
+                    help="seed of maskopt's window sampler (0: the protocol's); another seed gives the windows that "
+                    "`bench/smollm.py --calib-seed` prunes from, for the spread between prunings")
     a = ap.parse_args()
     from protocol import CALIB_NSAMPLES, CALIB_SEQLEN, CALIB_SEED, cache_root, export_windows  # noqa: PLC0415
 
+    if CALIB_SEED != 0:
+        raise SystemExit("protocol.CALIB_SEED is no longer 0: --calib-seed's default must follow it")
     model = a.model or model_path("smollm")
-    windows = cache_root() / f"calib-{Path(model).name}-{CALIB_NSAMPLES}x{CALIB_SEQLEN}-seed{CALIB_SEED}.npy"
+    windows = cache_root() / f"calib-{Path(model).name}-{CALIB_NSAMPLES}x{CALIB_SEQLEN}-seed{a.calib_seed}.npy"
     if not windows.is_file():
-        export_windows(windows, model)
+        export_windows(windows, model, seed=a.calib_seed)
     for setting in a.settings:
         for peer in a.peers:
             try:
