@@ -13,6 +13,14 @@ over tasks of acc_A − acc_B). A row is appended to bench/results/zeroshot_pair
     .venv/bin/python bench/zeroshot_paired.py compare maskopt-alps-match-50 dense --without boolq   # one task left out
     .venv/bin/python bench/zeroshot_paired.py --table
 
+A pipeline pruned several times (`bench/smollm.py --calib-seed`, `bench/peers/run.py --calib-seed`: other
+calibration windows of the same text) against another: `groups` takes each side's scorings, Δ of the means over
+prunings, with a two-level bootstrap (prunings and documents, `maskopt.zeroshot.pipeline_accuracy`), so the interval
+carries the spread between prunings that a single pair hides; rows go to bench/results/zeroshot_groups.{jsonl,md}.
+
+    .venv/bin/python bench/zeroshot_paired.py groups --a maskopt-alps-match-50-rerun maskopt-alps-match-50-seed1 \
+        maskopt-alps-match-50-seed2 --b authors-alps-50 authors-alps-50-seed1 authors-alps-50-seed2 --paired-prunings
+
 Whole validation sets, a few tasks at a time (HellaSwag's 10042 documents are 40168 loglikelihood requests, 3.5×
 those of whole BoolQ, WinoGrande and ARC-Easy together): `--tasks` scores only
 those tasks at `--limit`, and `--extend LABEL` takes the other tasks from an earlier scoring of the same folder. The
@@ -41,6 +49,7 @@ from common import RESULTS, ROOT, read_jsonl, write_md  # noqa: E402
 
 DOCS = RESULTS / "zeroshot_docs"
 JSONL = RESULTS / "zeroshot_paired.jsonl"
+GROUPS_JSONL = RESULTS / "zeroshot_groups.jsonl"
 
 
 def whole_sizes() -> dict[str, int]:
@@ -150,6 +159,54 @@ def compare(a: str, b: str, n_boot: int, without: list[str] | None = None) -> di
     return row
 
 
+def groups(a: list[str], b: list[str], n_boot: int, without: list[str] | None = None,
+           paired_prunings: bool = False, name: str | None = None) -> dict:
+    """Δ of pipeline A (its prunings' scorings ``a``) against B over the prunings and the documents; the row is
+    appended to zeroshot_groups.jsonl."""
+    from maskopt.zeroshot import pipeline_accuracy  # noqa: PLC0415
+
+    recs = {x: json.loads((DOCS / f"{x}.json").read_text()) for x in (*a, *b)}
+    limits = {str(r["limit"]) for r in recs.values()}
+    if len(limits) > 1:
+        raise SystemExit(f"the scorings were made with different limits ({', '.join(sorted(limits))})")
+    without = sorted(set(without or []))
+    docs = {x: without_tasks(r, without)[0] for x, r in recs.items()}
+    row = {"name": name or f"{a[0]} vs {b[0]}", "a": a, "b": b, "limit": recs[a[0]]["limit"],
+           "paired_prunings": paired_prunings,
+           **{m: pipeline_accuracy([docs[x] for x in a], [docs[x] for x in b], m, n_boot=n_boot,
+                                   paired_prunings=paired_prunings) for m in ("acc", "acc_norm")}}
+    if without:
+        row["without"] = without
+    with GROUPS_JSONL.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def write_groups_table() -> str:
+    rows = read_jsonl(GROUPS_JSONL)
+    last = {(tuple(r["a"]), tuple(r["b"]), tuple(r.get("without", ())), r["paired_prunings"]): r for r in rows}
+    lines = ["Zero-shot, pipelines pruned several times (`bench/zeroshot_paired.py groups`): each side's prunings "
+             "come from other calibration windows of the same text (seeds of the window sampler); Δ = mean over A's "
+             "prunings of the mean-over-tasks acc − the same for B, in points; 95% interval of a two-level bootstrap "
+             "(prunings drawn with replacement — the same draw on both sides when paired by seed — and each task's "
+             "documents, 2000 resamples). Per-pruning means in the order of the labels. ✓ / ✗ = the whole interval "
+             "above / below 0.", "",
+             "| comparison | A prunings | B prunings | limit | A per pruning % | B per pruning % | Δ acc [95%] | "
+             "P(A higher) | Δ acc_norm [95%] |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(p: dict) -> str:
+        mark = " ✓" if p["lo"] > 0 else " ✗" if p["hi"] < 0 else ""
+        return f"{100 * p['diff']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]{mark}"
+
+    for r in last.values():
+        limit = f"{r['limit']}" + (f" (without {', '.join(r['without'])})" if r.get("without") else "")
+        pa, pb = (" / ".join(f"{100 * m:.2f}" for m in r["acc"][k]) for k in ("means_a", "means_b"))
+        lines.append(f"| {r['name']}{' (paired by seed)' if r['paired_prunings'] else ''} | {', '.join(r['a'])} | "
+                     f"{', '.join(r['b'])} | {limit} | {pa} | {pb} | {cell(r['acc'])} | {r['acc']['p_a_higher']:.2f} "
+                     f"| {cell(r['acc_norm'])} |")
+    return write_md("zeroshot_groups", lines)
+
+
 def write_table() -> str:
     rows = read_jsonl(JSONL)
     last = {(r["a"], r["b"], tuple(r.get("without", ()))): r for r in rows}
@@ -194,7 +251,19 @@ def main() -> None:
     c.add_argument("--without", nargs="+", default=None, metavar="TASK",
                    help="leave these tasks out of both means (e.g. boolq, where the dense model is below the "
                         "majority answer); the row says so")
+    g = sub.add_parser("groups")
+    g.add_argument("--a", nargs="+", required=True, metavar="LABEL", help="pipeline A: one scoring per pruning")
+    g.add_argument("--b", nargs="+", required=True, metavar="LABEL", help="pipeline B: one scoring per pruning")
+    g.add_argument("--name", default=None, help="the row's name (default: the first labels)")
+    g.add_argument("--paired-prunings", action="store_true",
+                   help="A's i-th and B's i-th pruning share their calibration windows: draw them together")
+    g.add_argument("--n-boot", type=int, default=2000)
+    g.add_argument("--without", nargs="+", default=None, metavar="TASK", help="leave these tasks out of the means")
     a = ap.parse_args()
+    if a.cmd == "groups":
+        print(json.dumps(groups(a.a, a.b, a.n_boot, a.without, a.paired_prunings, a.name)))
+        print(write_groups_table())
+        return
     if a.cmd == "score":
         out = score(a.folder, a.label, a.limit, a.threads, a.tasks, a.extend, share_context=not a.hflm)
         print(json.dumps({k: out.get(k) for k in ("label", "mean_acc", "mean_acc_norm", "limit", "extend_agree",

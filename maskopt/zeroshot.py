@@ -297,3 +297,63 @@ def paired_accuracy(docs_a: Mapping[str, Mapping[str, Sequence]], docs_b: Mappin
     return {"diff": sum(per_task.values()) / len(per_task), "lo": lo, "hi": hi,
             "p_a_higher": float((total > 0).double().mean()), "per_task": per_task, "metric": metric,
             "docs": {t: len(docs_a[t]["doc_id"]) for t in sorted(docs_a)}, "level": level}
+
+
+def pipeline_accuracy(prunings_a: Sequence[Mapping[str, Mapping[str, Sequence]]],
+                      prunings_b: Sequence[Mapping[str, Mapping[str, Sequence]]], metric: str = "acc", *,
+                      paired_prunings: bool = False, n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> dict[str, Any]:
+    """Pipeline A against pipeline B, each pruned several times (other calibration windows): Δ = mean over A's
+    prunings of the mean-over-tasks accuracy − the same for B. The interval is a two-level bootstrap: each resample
+    draws the prunings of each side with replacement (the same draw for both sides when ``paired_prunings``: A's
+    i-th and B's i-th share their calibration windows) and each task's documents with replacement (one draw for
+    every model), so it carries the spread between prunings as well as the sampling of documents. Every pruning
+    must hold the same tasks and documents."""
+    if not prunings_a or not prunings_b:
+        raise ValueError("each pipeline needs at least one pruning")
+    if paired_prunings and len(prunings_a) != len(prunings_b):
+        raise ValueError(f"paired prunings need as many on each side ({len(prunings_a)} vs {len(prunings_b)})")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    tasks = sorted(prunings_a[0])
+    every = [*prunings_a, *prunings_b]
+    for p in every:
+        if sorted(p) != tasks or not tasks:
+            raise ValueError(f"every pruning needs the same tasks: {tasks} vs {sorted(p)}")
+        for t in tasks:
+            if list(p[t]["doc_id"]) != list(prunings_a[0][t]["doc_id"]):
+                raise ValueError(f"{t}: the prunings hold different documents")
+    gen = torch.Generator().manual_seed(seed)
+    na, nb = len(prunings_a), len(prunings_b)
+
+    def draw_weights(n: int, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_boot × n) share of each pruning in a resample's mean."""
+        draws = torch.randint(n, (n_boot, n), generator=gen) if draws is None else draws
+        return torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(
+            1, draws, torch.full((n_boot, n), 1.0 / n, dtype=torch.float64))
+
+    if paired_prunings:
+        draws = torch.randint(na, (n_boot, na), generator=gen)
+        wa, wb = draw_weights(na, draws), draw_weights(nb, draws)
+    else:
+        wa, wb = draw_weights(na), draw_weights(nb)
+    total = torch.zeros(n_boot, dtype=torch.float64)
+    means_a, means_b = torch.zeros(na, dtype=torch.float64), torch.zeros(nb, dtype=torch.float64)
+    for task in tasks:
+        def acc(p: Mapping[str, Mapping[str, Sequence]]) -> torch.Tensor:
+            key = metric if all(metric in q[task] for q in every) else "acc"
+            return torch.tensor(p[task][key], dtype=torch.float64)
+
+        xa, xb = torch.stack([acc(p) for p in prunings_a]), torch.stack([acc(p) for p in prunings_b])
+        means_a += xa.mean(1) / len(tasks)
+        means_b += xb.mean(1) / len(tasks)
+        idx = torch.randint(xa.shape[1], (n_boot, xa.shape[1]), generator=gen)
+        ra = torch.stack([x[idx].mean(1) for x in xa], 1)  # n_boot × na: each pruning on the resampled documents
+        rb = torch.stack([x[idx].mean(1) for x in xb], 1)
+        total += ((wa * ra).sum(1) - (wb * rb).sum(1)) / len(tasks)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(total, q).tolist()
+    return {"diff": float(means_a.mean() - means_b.mean()), "lo": lo, "hi": hi,
+            "p_a_higher": float((total > 0).double().mean()), "means_a": means_a.tolist(),
+            "means_b": means_b.tolist(), "metric": metric, "paired_prunings": paired_prunings, "level": level,
+            "docs": {t: len(prunings_a[0][t]["doc_id"]) for t in tasks}}

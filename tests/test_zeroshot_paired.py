@@ -7,7 +7,7 @@ from conftest import TINY_LLAMA, needs_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskopt.zeroshot import paired_accuracy
+from maskopt.zeroshot import paired_accuracy, pipeline_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -136,3 +136,67 @@ def test_compare_without_a_task_drops_it_from_both_means_and_the_bootstrap(tmp_p
         zp.compare("a", "b", 200, ["piqa"])
     with pytest.raises(SystemExit, match="leaves no task"):
         zp.compare("a", "b", 200, ["boolq", "rte"])
+
+
+def test_a_pipeline_whose_prunings_disagree_gets_the_interval_of_its_pruning_draws():
+    """No document noise (every document of a pruning answered alike): A's two prunings are right everywhere, B's
+    one right and one wrong. Δ = 1 − 1/2; each resample draws B's two prunings with replacement, so B's mean is 1,
+    1/2 or 0 with probability 1/4, 1/2, 1/4 and the interval is [0, 1], where a single pair would say [½, ½]."""
+    ones, zeros = _docs(boolq=[1] * 10, rte=[1] * 5), _docs(boolq=[0] * 10, rte=[0] * 5)
+    r = pipeline_accuracy([ones, ones], [ones, zeros], n_boot=4000)
+    assert r["diff"] == 0.5 and r["lo"] == 0.0 and r["hi"] == 1.0
+    assert r["means_a"] == [1.0, 1.0] and r["means_b"] == [1.0, 0.0]
+    assert r["p_a_higher"] == pytest.approx(0.75, abs=0.03)
+
+
+def test_prunings_paired_by_seed_are_drawn_together():
+    """A's and B's i-th prunings alike (paired by their calibration windows): every paired draw gives Δ = 0, while
+    unpaired draws of the same four prunings spread over [−1, 1]."""
+    ones, zeros = _docs(boolq=[1] * 8), _docs(boolq=[0] * 8)
+    paired = pipeline_accuracy([ones, zeros], [ones, zeros], paired_prunings=True, n_boot=500)
+    assert paired["diff"] == 0.0 and paired["lo"] == 0.0 and paired["hi"] == 0.0
+    loose = pipeline_accuracy([ones, zeros], [ones, zeros], n_boot=2000)
+    assert loose["lo"] <= -0.5 and loose["hi"] >= 0.5
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 1), min_size=30, max_size=30), st.lists(st.integers(0, 1), min_size=30, max_size=30))
+def test_one_pruning_each_is_the_paired_document_bootstrap(x, y):
+    """With one pruning per side the two-level bootstrap reduces to the paired one: the same Δ, and the interval
+    within the resampling error of paired_accuracy's."""
+    a, b = _docs(boolq=x[:20], rte=x[20:]), _docs(boolq=y[:20], rte=y[20:])
+    one, ref = pipeline_accuracy([a], [b], n_boot=3000), paired_accuracy(a, b, n_boot=3000)
+    assert one["diff"] == pytest.approx(ref["diff"])
+    assert one["lo"] == pytest.approx(ref["lo"], abs=0.04) and one["hi"] == pytest.approx(ref["hi"], abs=0.04)
+
+
+def test_pipeline_accuracy_refuses_mismatched_prunings():
+    a = _docs(boolq=[1, 0, 1])
+    with pytest.raises(ValueError, match="at least one"):
+        pipeline_accuracy([], [a])
+    with pytest.raises(ValueError, match="as many on each side"):
+        pipeline_accuracy([a, a], [a], paired_prunings=True)
+    with pytest.raises(ValueError, match="same tasks"):
+        pipeline_accuracy([a], [_docs(rte=[1, 0, 1])])
+    with pytest.raises(ValueError, match="different documents"):
+        pipeline_accuracy([a], [_docs(boolq=[1, 0])])
+
+
+def test_groups_compares_scorings_of_several_prunings_and_writes_its_table(tmp_path, monkeypatch):
+    import json
+    zp = _bench_module()
+    monkeypatch.setattr(zp, "DOCS", tmp_path)
+    monkeypatch.setattr(zp, "GROUPS_JSONL", tmp_path / "groups.jsonl")
+    monkeypatch.setattr(zp, "write_md", lambda name, lines: "\n".join(lines))
+    for label, v in (("a1", 1), ("a2", 1), ("b1", 1), ("b2", 0)):
+        (tmp_path / f"{label}.json").write_text(json.dumps(_scoring(label, "/" + label, boolq=[v] * 6, rte=[1] * 4)))
+    row = zp.groups(["a1", "a2"], ["b1", "b2"], 1000, name="A vs B")
+    assert row["acc"]["diff"] == 0.25 and row["acc"]["lo"] == 0.0 and row["acc"]["hi"] == 0.5
+    without = zp.groups(["a1", "a2"], ["b1", "b2"], 200, ["boolq"], name="A vs B")
+    assert without["acc"]["diff"] == 0.0 and without["without"] == ["boolq"]
+    table = zp.write_groups_table()
+    assert "| A vs B | a1, a2 | b1, b2 | 2 | 100.00 / 100.00 | 100.00 / 50.00 | +25.00 [+0.00, +50.00] |" in table
+    assert "| A vs B | a1, a2 | b1, b2 | 2 (without boolq) |" in table
+    (tmp_path / "c.json").write_text(json.dumps({**_scoring("c", "/c", boolq=[1] * 6, rte=[1] * 4), "limit": 9}))
+    with pytest.raises(SystemExit, match="different limits"):
+        zp.groups(["a1", "c"], ["b1"], 100)
