@@ -106,6 +106,8 @@ def test_split_is_disjoint_and_no_calibration_window_touches_the_tuning_text(tmp
     whole = make_windows([str(src)], tok, model, 300, 24, 0)  # sampling the whole file does reach it
     assert (whole == marker).any()
     assert torch.equal(w, make_windows([s["calib"]], tok, model, 300, 24, 0))  # the prune job's own call
+    w3 = protocol.calibration_windows(tok, model, nsamples=300, seqlen=24, seed=3, splits=s)  # --calib-seed 3
+    assert torch.equal(w3, make_windows([s["calib"]], tok, model, 300, 24, 3)) and not torch.equal(w3, w)
     again = protocol.write_splits(src, tmp_path / "cache")
     assert again == s
 
@@ -283,3 +285,23 @@ def test_tasks_table_opens_with_the_random_guess_floor_at_the_rows_limit():
     assert len(lines) == 4 and "*random guess (expected)*" in lines[2] and "| dense |" in lines[3]
     cells = [c.strip() for c in lines[2].split("|")]
     assert cells[5] == "50.0" and cells[7] == "25.0" and cells[-3] == cells[-2] == "35.72"
+
+
+def test_a_pruning_from_another_calibration_seed_is_another_mask_and_row_kept_out_of_the_scoreboard(monkeypatch):
+    """--calib-seed: its own mask folder and row key (the seed-0 mask is never reused for it nor merged with it),
+    and the parent refuses to write such rows into the scoreboard's results."""
+    import argparse
+
+    import smollm
+
+    a = argparse.Namespace(model="smollm", method="alps", setting="50%", allocation="uniform", refit=["no"],
+                           nsamples=128, seqlen=256, protocol="v2", match="dense", match_strength=0.25, calib_seed=0)
+    seed0 = smollm.mask_cache(a)
+    a.calib_seed = 2
+    assert smollm.mask_cache(a).name == seed0.name + "-seed2"
+    r0 = _row("alps", "50%", 1.0)
+    assert smollm.row_key({**r0, "calib_seed": 2}) != smollm.row_key(r0)
+    assert len(smollm.pick_rows([r0, {**_row("alps", "50%", 1.1), "calib_seed": 2}])) == 2  # two masks, not merged
+    monkeypatch.setattr(sys, "argv", ["smollm.py", "--calib-seed", "2", "--settings", "50%", "--methods", "alps"])
+    with pytest.raises(SystemExit, match="another --name"):
+        smollm.main()

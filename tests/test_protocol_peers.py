@@ -84,7 +84,7 @@ def _setup(tmp_path, monkeypatch, scale: float, ids=np.arange(12).reshape(3, 4))
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(peers_run, "prune", lambda *a, **k: pytest.fail("the folder was pruned again"))
     a = argparse.Namespace(wikitext_windows=0, heldout_windows=128, no_zeroshot=True, zeroshot_limit=500,
-                           force=False, threads=1)
+                           force=False, threads=1, calib_seed=0)
     return peers_run, a, windows, results, calls
 
 
@@ -115,3 +115,30 @@ def test_a_folder_pruned_from_other_calibration_ids_is_pruned_again(tmp_path, mo
     peers_run, a, windows, _, _ = _setup(tmp_path, monkeypatch, scale=1.0, ids=np.arange(12).reshape(4, 3) + 1)
     with pytest.raises(pytest.fail.Exception, match="pruned again"):
         peers_run.run_one("alps", "50%", a, windows)
+
+
+def test_a_pruning_from_another_calibration_seed_has_its_own_folder_and_stays_out_of_the_scoreboard(tmp_path,
+                                                                                                     monkeypatch):
+    """--calib-seed 2: pruned into alps-50pct-seed2 (the seed-0 folder is not reused), the result written under
+    peers/seeds/, and the scoreboard's peer rows are still the seed-0 scoring alone."""
+    import json
+
+    import smollm
+
+    peers_run, a, windows, results, calls = _setup(tmp_path, monkeypatch, scale=1.0)
+    pruned = []
+
+    def fake_prune(peer, setting, a, windows, folder):
+        pruned.append(folder)
+        folder.mkdir(parents=True)
+        (folder / "peer_row.json").write_text(json.dumps({"method": "peer:alps"}))
+        return folder / "peer_row.json"
+
+    monkeypatch.setattr(peers_run, "prune", fake_prune)
+    a.calib_seed = 2
+    out = peers_run.run_one("alps", "50%", a, windows)
+    assert [f.name for f in pruned] == ["alps-50pct-seed2"] and len(calls) == 1
+    assert out == results / "peers" / "seeds" / "alps-50pct-Wall-H128-T-Z-seed2.json" and out.is_file()
+    assert "same_model_as" not in json.loads(out.read_text())  # not merged with the seed-0 scoring
+    monkeypatch.setattr(smollm, "PEERS_DIR", results / "peers")
+    assert [r["peer_file"] for r in smollm.load_peers()] == ["alps-50pct.json"]
