@@ -156,6 +156,37 @@ def paired_bootstrap(nll_a, nll_b, tokens, *, n_boot: int = 2000, level: float =
             "windows": int(a.numel()), "level": level}
 
 
+def pipeline_perplexity(nlls_a: Sequence[Sequence[float]], nlls_b: Sequence[Sequence[float]], tokens, *,
+                        paired_prunings: bool = False, n_boot: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> dict:
+    """Pipeline A against pipeline B, each pruned several times: a pipeline's perplexity is the mean over its
+    prunings of each one's perplexity on the same windows; Δ = A − B and the ratio A / B with a two-level bootstrap
+    (the windows resampled jointly for every model, each side's prunings drawn with replacement — one draw for both
+    sides when ``paired_prunings``), so the interval carries the spread between prunings as well as the windows."""
+    from .resample import pruning_weights
+
+    a = torch.as_tensor([list(x) for x in nlls_a], dtype=torch.float64)
+    b = torch.as_tensor([list(x) for x in nlls_b], dtype=torch.float64)
+    t = torch.as_tensor(tokens, dtype=torch.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != t.numel() or b.shape[1] != t.numel() or t.numel() == 0:
+        raise ValueError(f"every pruning needs NLL on the same windows: shapes {tuple(a.shape)}, {tuple(b.shape)}, "
+                         f"{tuple(t.shape)}")
+    wa, wb = pruning_weights(a.shape[0], b.shape[0], n_boot, torch.Generator().manual_seed(seed + 1), paired_prunings)
+    idx = _resample(t.numel(), n_boot, seed)
+    tok = t[idx].sum(1)
+    pa, pb = torch.exp(a[:, idx].sum(-1) / tok), torch.exp(b[:, idx].sum(-1) / tok)  # prunings × n_boot
+    ra, rb = (wa * pa.T).sum(1), (wb * pb.T).sum(1)
+    per_a = [perplexity_from_nlls(x, t) for x in a]
+    per_b = [perplexity_from_nlls(x, t) for x in b]
+    ppl_a, ppl_b = sum(per_a) / len(per_a), sum(per_b) / len(per_b)
+    d_lo, d_hi = _percentiles(ra - rb, level)
+    r_lo, r_hi = _percentiles(ra / rb, level)
+    return {"ppl_a": ppl_a, "ppl_b": ppl_b, "per_pruning_a": per_a, "per_pruning_b": per_b, "diff": ppl_a - ppl_b,
+            "diff_lo": d_lo, "diff_hi": d_hi, "ratio": ppl_a / ppl_b, "ratio_lo": r_lo, "ratio_hi": r_hi,
+            "p_a_better": float((ra < rb).double().mean()), "windows": int(t.numel()),
+            "paired_prunings": paired_prunings, "level": level}
+
+
 def check_max_windows(max_windows: int | None) -> int | None:
     """None or 0: the whole text; ≥ 1: a cap on windows per text; negative: an error."""
     if max_windows is None or max_windows == 0:

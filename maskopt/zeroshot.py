@@ -309,12 +309,12 @@ def pipeline_accuracy(prunings_a: Sequence[Mapping[str, Mapping[str, Sequence]]]
     i-th and B's i-th share their calibration windows) and each task's documents with replacement (one draw for
     every model), so it carries the spread between prunings as well as the sampling of documents. Every pruning
     must hold the same tasks and documents."""
-    if not prunings_a or not prunings_b:
-        raise ValueError("each pipeline needs at least one pruning")
-    if paired_prunings and len(prunings_a) != len(prunings_b):
-        raise ValueError(f"paired prunings need as many on each side ({len(prunings_a)} vs {len(prunings_b)})")
+    from .resample import pruning_weights
+
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    if not prunings_a or not prunings_b:
+        raise ValueError("each pipeline needs at least one pruning")
     tasks = sorted(prunings_a[0])
     every = [*prunings_a, *prunings_b]
     for p in every:
@@ -325,18 +325,7 @@ def pipeline_accuracy(prunings_a: Sequence[Mapping[str, Mapping[str, Sequence]]]
                 raise ValueError(f"{t}: the prunings hold different documents")
     gen = torch.Generator().manual_seed(seed)
     na, nb = len(prunings_a), len(prunings_b)
-
-    def draw_weights(n: int, draws: torch.Tensor | None = None) -> torch.Tensor:
-        """(n_boot × n) share of each pruning in a resample's mean."""
-        draws = torch.randint(n, (n_boot, n), generator=gen) if draws is None else draws
-        return torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(
-            1, draws, torch.full((n_boot, n), 1.0 / n, dtype=torch.float64))
-
-    if paired_prunings:
-        draws = torch.randint(na, (n_boot, na), generator=gen)
-        wa, wb = draw_weights(na, draws), draw_weights(nb, draws)
-    else:
-        wa, wb = draw_weights(na), draw_weights(nb)
+    wa, wb = pruning_weights(na, nb, n_boot, gen, paired_prunings)
     total = torch.zeros(n_boot, dtype=torch.float64)
     means_a, means_b = torch.zeros(na, dtype=torch.float64), torch.zeros(nb, dtype=torch.float64)
     for task in tasks:
