@@ -159,6 +159,12 @@ def compare(a: str, b: str, n_boot: int, without: list[str] | None = None) -> di
     return row
 
 
+def cell(p: dict) -> str:
+    """Δ [lo, hi] in points, ✓ / ✗ when the whole interval is above / below 0."""
+    mark = " ✓" if p["lo"] > 0 else " ✗" if p["hi"] < 0 else ""
+    return f"{100 * p['diff']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]{mark}"
+
+
 def groups(a: list[str], b: list[str], n_boot: int, without: list[str] | None = None,
            paired_prunings: bool = False, name: str | None = None) -> dict:
     """Δ of pipeline A (its prunings' scorings ``a``) against B over the prunings and the documents; the row is
@@ -194,10 +200,6 @@ def write_groups_table() -> str:
              "| comparison | A prunings | B prunings | limit | A per pruning % | B per pruning % | Δ acc [95%] | "
              "P(A higher) | Δ acc_norm [95%] |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
 
-    def cell(p: dict) -> str:
-        mark = " ✓" if p["lo"] > 0 else " ✗" if p["hi"] < 0 else ""
-        return f"{100 * p['diff']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]{mark}"
-
     for r in last.values():
         limit = f"{r['limit']}" + (f" (without {', '.join(r['without'])})" if r.get("without") else "")
         pa, pb = (" / ".join(f"{100 * m:.2f}" for m in r["acc"][k]) for k in ("means_a", "means_b"))
@@ -217,10 +219,6 @@ def write_table() -> str:
              "\"(without T)\" after the limit: task T left out of both means and of the bootstrap.", "",
              "| A | B | limit | mean acc A % | mean acc B % | Δ acc [95%] | P(A higher) | Δ acc_norm [95%] | "
              "unpaired ± |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-
-    def cell(p: dict) -> str:
-        mark = " ✓" if p["lo"] > 0 else " ✗" if p["hi"] < 0 else ""
-        return f"{100 * p['diff']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]{mark}"
 
     for r in last.values():
         limit = f"{r['limit']}" + (f" (without {', '.join(r['without'])})" if r.get("without") else "")
