@@ -165,6 +165,11 @@ def cell(p: dict) -> str:
     return f"{100 * p['diff']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]{mark}"
 
 
+def limit_cell(r: dict) -> str:
+    """The row's limit, and the tasks it left out."""
+    return f"{r['limit']}" + (f" (without {', '.join(r['without'])})" if r.get("without") else "")
+
+
 def groups(a: list[str], b: list[str], n_boot: int, without: list[str] | None = None,
            paired_prunings: bool = False, name: str | None = None) -> dict:
     """Δ of pipeline A (its prunings' scorings ``a``) against B over the prunings and the documents; the row is
@@ -199,9 +204,8 @@ def write_groups_table() -> str:
              "above / below 0.", "",
              "| comparison | A prunings | B prunings | limit | A per pruning % | B per pruning % | Δ acc [95%] | "
              "P(A higher) | Δ acc_norm [95%] |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-
     for r in last.values():
-        limit = f"{r['limit']}" + (f" (without {', '.join(r['without'])})" if r.get("without") else "")
+        limit = limit_cell(r)
         pa, pb = (" / ".join(f"{100 * m:.2f}" for m in r["acc"][k]) for k in ("means_a", "means_b"))
         lines.append(f"| {r['name']}{' (paired by seed)' if r['paired_prunings'] else ''} | {', '.join(r['a'])} | "
                      f"{', '.join(r['b'])} | {limit} | {pa} | {pb} | {cell(r['acc'])} | {r['acc']['p_a_higher']:.2f} "
@@ -219,9 +223,8 @@ def write_table() -> str:
              "\"(without T)\" after the limit: task T left out of both means and of the bootstrap.", "",
              "| A | B | limit | mean acc A % | mean acc B % | Δ acc [95%] | P(A higher) | Δ acc_norm [95%] | "
              "unpaired ± |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-
     for r in last.values():
-        limit = f"{r['limit']}" + (f" (without {', '.join(r['without'])})" if r.get("without") else "")
+        limit = limit_cell(r)
         lines.append(f"| {r['a']} | {r['b']} | {limit} | {100 * r['mean_acc_a']:.2f} | {100 * r['mean_acc_b']:.2f} "
                      f"| {cell(r['acc'])} | {r['acc']['p_a_higher']:.2f} | {cell(r['acc_norm'])} | "
                      f"{100 * r['unpaired_half_width']:.2f} |")
