@@ -171,7 +171,7 @@ def child(a: argparse.Namespace) -> None:
     row = {"model": a.model, "method": a.method, "setting": a.setting, "recover": a.recover,
            "allocation": a.allocation, "refit": a.refit == ["yes"], **scores,
            **({"match": a.match, "match_strength": a.match_strength} if a.match != "pruned" else {}),
-           **({"calib_seed": a.calib_seed} if a.calib_seed else {}),
+           **({"calib_seed": a.calib_seed} if a.calib_seed and a.method != "dense" else {}),  # dense: no calibration
            "mean_relative_error": rep.mean_relative_error() if rep.layers else 0.0,
            "mean_wanda_relative_error": rep.mean_reference_relative_error(),
            "layer_relative_errors": [r.relative_error for r in rep.layers],
