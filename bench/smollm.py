@@ -189,9 +189,10 @@ def match_of(r: dict) -> str:
 
 
 def mask_label(r: dict) -> str:
-    match = f" (match {match_of(r)})" if r.get("match") == "dense" else ""
+    match = f" (match {match_of(r)})" if r.get("match") == "dense" and r["method"] != "dense" else ""
+    seed = f" [calibration seed {r['calib_seed']}]" if r.get("calib_seed") and r["method"] != "dense" else ""
     return (r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + match
-            + (" + refit" if r.get("refit") else ""))
+            + (" + refit" if r.get("refit") else "") + seed)
 
 
 def recovery_seconds(r: dict) -> float:
@@ -625,7 +626,8 @@ def main() -> None:
         print(md)
         return
     if a.protocol == "v2":
-        allrows = rows + load_peers()
+        seeded = any(r.get("calib_seed") for r in rows)  # other calibration windows: not the peers' (seed 0)
+        allrows = rows + ([] if seeded else load_peers())
         md = table_v2(allrows)
         v1_file = RESULTS / f"{NAME['v1']}.jsonl"
         v1_rows = [json.loads(ln) for ln in v1_file.read_text().splitlines() if ln.strip()] if v1_file.exists() else []

@@ -302,6 +302,7 @@ def test_a_pruning_from_another_calibration_seed_is_another_mask_and_row_kept_ou
     r0 = _row("alps", "50%", 1.0)
     assert smollm.row_key({**r0, "calib_seed": 2}) != smollm.row_key(r0)
     assert len(smollm.pick_rows([r0, {**_row("alps", "50%", 1.1), "calib_seed": 2}])) == 2  # two masks, not merged
+    assert smollm.mask_label({**r0, "calib_seed": 2}) == "alps [calibration seed 2]" and smollm.mask_label(r0) == "alps"
     monkeypatch.setattr(sys, "argv", ["smollm.py", "--calib-seed", "2", "--settings", "50%", "--methods", "alps"])
     with pytest.raises(SystemExit, match="another --name"):
         smollm.main()
