@@ -41,7 +41,7 @@ def load_scoring(src: str) -> dict:
 
 
 def describe(r: dict) -> str:
-    """What a scoring is, for the record: method, setting, calibration seed, and its WikiText perplexity."""
+    """What a scoring is, for the record: method (or folder), setting and calibration seed."""
     seed = r.get("calib_seed", 0)
     what = r.get("method") or r.get("folder", "?")
     return f"{what} {r.get('setting', '')} seed {seed}".strip()
@@ -71,7 +71,7 @@ def compare(a: list[str], b: list[str], name: str, paired: bool, n_boot: int = 2
 
 
 def write_table() -> str:
-    rows = read_jsonl(JSONL) if JSONL.exists() else []
+    rows = read_jsonl(JSONL)
     last = {(r["name"], tuple(r["a"]), tuple(r["b"]), r["paired_prunings"]): r for r in rows}
     lines = ["Perplexity of pipelines pruned several times (`bench/pipelines.py`): a pipeline's perplexity is the mean "
              "over its prunings (other calibration windows: seeds of the window sampler); Δ = A − B with a 95% "

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import DataError, check_seqlen, context_length, eval_windows, read_texts, tokenize
+from .resample import percentiles
 
 
 def _check_windows(windows: torch.Tensor) -> None:
@@ -118,14 +119,6 @@ def _resample(n: int, n_boot: int, seed: int) -> torch.Tensor:
     return torch.randint(0, n, (n_boot, n), generator=gen)
 
 
-def _percentiles(x: torch.Tensor, level: float) -> tuple[float, float]:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    lo, hi = torch.quantile(x, q).tolist()
-    return lo, hi
-
-
 def bootstrap_perplexity(nll, tokens, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the perplexity over windows: the windows are resampled with replacement
     ``n_boot`` times and exp(Σ nll / Σ tokens) computed on each resample. Windows are the unit (tokens within a
@@ -134,7 +127,7 @@ def bootstrap_perplexity(nll, tokens, *, n_boot: int = 2000, level: float = 0.95
     if nll.ndim != 1 or nll.shape != tokens.shape or nll.numel() == 0:
         raise ValueError(f"need equal 1-D per-window nll and token counts, got {tuple(nll.shape)} and {tuple(tokens.shape)}")
     idx = _resample(nll.numel(), n_boot, seed)
-    return _percentiles(torch.exp(nll[idx].sum(1) / tokens[idx].sum(1)), level)
+    return percentiles(torch.exp(nll[idx].sum(1) / tokens[idx].sum(1)), level)
 
 
 def paired_bootstrap(nll_a, nll_b, tokens, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
@@ -149,8 +142,8 @@ def paired_bootstrap(nll_a, nll_b, tokens, *, n_boot: int = 2000, level: float =
     tok = t[idx].sum(1)
     pa, pb = torch.exp(a[idx].sum(1) / tok), torch.exp(b[idx].sum(1) / tok)
     ppl_a, ppl_b = perplexity_from_nlls(a, t), perplexity_from_nlls(b, t)
-    d_lo, d_hi = _percentiles(pa - pb, level)
-    r_lo, r_hi = _percentiles(pa / pb, level)
+    d_lo, d_hi = percentiles(pa - pb, level)
+    r_lo, r_hi = percentiles(pa / pb, level)
     return {"ppl_a": ppl_a, "ppl_b": ppl_b, "diff": ppl_a - ppl_b, "diff_lo": d_lo, "diff_hi": d_hi,
             "ratio": ppl_a / ppl_b, "ratio_lo": r_lo, "ratio_hi": r_hi, "p_a_better": float((pa < pb).double().mean()),
             "windows": int(a.numel()), "level": level}
@@ -163,7 +156,7 @@ def pipeline_perplexity(nlls_a: Sequence[Sequence[float]], nlls_b: Sequence[Sequ
     prunings of each one's perplexity on the same windows; Δ = A − B and the ratio A / B with a two-level bootstrap
     (the windows resampled jointly for every model, each side's prunings drawn with replacement — one draw for both
     sides when ``paired_prunings``), so the interval carries the spread between prunings as well as the windows."""
-    from .resample import pruning_weights
+    from .resample import pruning_weights  # noqa: PLC0415
 
     a = torch.as_tensor([list(x) for x in nlls_a], dtype=torch.float64)
     b = torch.as_tensor([list(x) for x in nlls_b], dtype=torch.float64)
@@ -179,8 +172,8 @@ def pipeline_perplexity(nlls_a: Sequence[Sequence[float]], nlls_b: Sequence[Sequ
     per_a = [perplexity_from_nlls(x, t) for x in a]
     per_b = [perplexity_from_nlls(x, t) for x in b]
     ppl_a, ppl_b = sum(per_a) / len(per_a), sum(per_b) / len(per_b)
-    d_lo, d_hi = _percentiles(ra - rb, level)
-    r_lo, r_hi = _percentiles(ra / rb, level)
+    d_lo, d_hi = percentiles(ra - rb, level)
+    r_lo, r_hi = percentiles(ra / rb, level)
     return {"ppl_a": ppl_a, "ppl_b": ppl_b, "per_pruning_a": per_a, "per_pruning_b": per_b, "diff": ppl_a - ppl_b,
             "diff_lo": d_lo, "diff_hi": d_hi, "ratio": ppl_a / ppl_b, "ratio_lo": r_lo, "ratio_hi": r_hi,
             "p_a_better": float((ra < rb).double().mean()), "windows": int(t.numel()),

@@ -21,3 +21,12 @@ def pruning_weights(n_a: int, n_b: int, n_boot: int, gen: torch.Generator,
     da = torch.randint(n_a, (n_boot, n_a), generator=gen)
     db = da if paired else torch.randint(n_b, (n_boot, n_b), generator=gen)
     return weights(n_a, da), weights(n_b, db)
+
+
+def percentiles(x: torch.Tensor, level: float) -> tuple[float, float]:
+    """The (1 − level)/2 and (1 + level)/2 quantiles of bootstrap draws ``x``: a percentile interval."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(x, q).tolist()
+    return lo, hi

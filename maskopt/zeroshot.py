@@ -20,6 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .resample import percentiles, pruning_weights
+
 PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 PAPER_ALIAS = "paper"  # --tasks paper (or paper7): the seven tasks above, each read from its local file
 PAPER_ALIASES = (PAPER_ALIAS, "paper7")
@@ -292,8 +294,7 @@ def paired_accuracy(docs_a: Mapping[str, Mapping[str, Sequence]], docs_b: Mappin
         idx = torch.randint(len(d), (n_boot, len(d)), generator=gen)
         total += d[idx].mean(1)
     total /= len(docs_a)
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    lo, hi = torch.quantile(total, q).tolist()
+    lo, hi = percentiles(total, level)
     return {"diff": sum(per_task.values()) / len(per_task), "lo": lo, "hi": hi,
             "p_a_higher": float((total > 0).double().mean()), "per_task": per_task, "metric": metric,
             "docs": {t: len(docs_a[t]["doc_id"]) for t in sorted(docs_a)}, "level": level}
@@ -309,8 +310,6 @@ def pipeline_accuracy(prunings_a: Sequence[Mapping[str, Mapping[str, Sequence]]]
     i-th and B's i-th share their calibration windows) and each task's documents with replacement (one draw for
     every model), so it carries the spread between prunings as well as the sampling of documents. Every pruning
     must hold the same tasks and documents."""
-    from .resample import pruning_weights
-
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if not prunings_a or not prunings_b:
@@ -329,19 +328,15 @@ def pipeline_accuracy(prunings_a: Sequence[Mapping[str, Mapping[str, Sequence]]]
     total = torch.zeros(n_boot, dtype=torch.float64)
     means_a, means_b = torch.zeros(na, dtype=torch.float64), torch.zeros(nb, dtype=torch.float64)
     for task in tasks:
-        def acc(p: Mapping[str, Mapping[str, Sequence]]) -> torch.Tensor:
-            key = metric if all(metric in q[task] for q in every) else "acc"
-            return torch.tensor(p[task][key], dtype=torch.float64)
-
-        xa, xb = torch.stack([acc(p) for p in prunings_a]), torch.stack([acc(p) for p in prunings_b])
+        key = metric if all(metric in q[task] for q in every) else "acc"
+        xa, xb = (torch.tensor([p[task][key] for p in side], dtype=torch.float64) for side in (prunings_a, prunings_b))
         means_a += xa.mean(1) / len(tasks)
         means_b += xb.mean(1) / len(tasks)
         idx = torch.randint(xa.shape[1], (n_boot, xa.shape[1]), generator=gen)
         ra = torch.stack([x[idx].mean(1) for x in xa], 1)  # n_boot × na: each pruning on the resampled documents
         rb = torch.stack([x[idx].mean(1) for x in xb], 1)
         total += ((wa * ra).sum(1) - (wb * rb).sum(1)) / len(tasks)
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    lo, hi = torch.quantile(total, q).tolist()
+    lo, hi = percentiles(total, level)
     return {"diff": float(means_a.mean() - means_b.mean()), "lo": lo, "hi": hi,
             "p_a_higher": float((total > 0).double().mean()), "means_a": means_a.tolist(),
             "means_b": means_b.tolist(), "metric": metric, "paired_prunings": paired_prunings, "level": level,
