@@ -9,7 +9,7 @@ bench/results/pipelines_ppl.jsonl; the table to pipelines_ppl.md. Zero-shot: `be
 
     .venv/bin/python bench/pipelines.py --name "ALPS + match vs authors' ALPS @ 50%" --paired-prunings \\
         --a bench/results/reruns-alps-match-50-W128-H128-T.json bench/results/seeds_v2.jsonl:2 bench/results/seeds_v2.jsonl:3 \\
-        --b bench/results/peers/alps-50pct.json bench/results/peers/seeds/alps-50pct-W128-H128-T-Z-seed1.json …
+        --b bench/results/peers/alps-50pct.json bench/results/peers/seeds/alps-50pct-W128-H128-T-seed1.json …
 """
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def test_a_whole_set_rescore_scores_the_pruned_folder_and_the_scoreboard_merges_
 
     peers_run, a, windows, results, calls = _setup(tmp_path, monkeypatch, scale=1.0)
     out = peers_run.run_one("alps", "50%", a, windows)
-    assert out.name == "alps-50pct-Wall-H128-T-Z.json" and len(calls) == 1  # scored, never pruned again
+    assert out.name == "alps-50pct-Wall-H128-T.json" and len(calls) == 1  # scored, never pruned again
     assert json.loads(out.read_text())["same_model_as"] == "alps-50pct.json"
     assert json.loads((results / "peers" / "alps-50pct.json").read_text())["eval_tag"] == "W128 H128 T Z500"
     monkeypatch.setattr(smollm, "PEERS_DIR", results / "peers")
@@ -138,7 +138,19 @@ def test_a_pruning_from_another_calibration_seed_has_its_own_folder_and_stays_ou
     a.calib_seed = 2
     out = peers_run.run_one("alps", "50%", a, windows)
     assert [f.name for f in pruned] == ["alps-50pct-seed2"] and len(calls) == 1
-    assert out == results / "peers" / "seeds" / "alps-50pct-Wall-H128-T-Z-seed2.json" and out.is_file()
+    assert out == results / "peers" / "seeds" / "alps-50pct-Wall-H128-T-seed2.json" and out.is_file()
     assert "same_model_as" not in json.loads(out.read_text())  # not merged with the seed-0 scoring
     monkeypatch.setattr(smollm, "PEERS_DIR", results / "peers")
     assert [r["peer_file"] for r in smollm.load_peers()] == ["alps-50pct.json"]
+
+
+def test_a_result_name_holds_only_what_was_scored(tmp_path, monkeypatch):
+    """The tag's unscored measures ("Z–", "W–") are left out of the file name: a perplexity-only rescore must not be
+    named as if zero-shot had been scored; the grid's own tag keeps the plain name."""
+    import run as peers_run
+
+    monkeypatch.setattr(peers_run, "RESULTS", tmp_path)
+    assert peers_run.result_path("alps", "50%", "W128 H128 T Z500").name == "alps-50pct.json"
+    assert peers_run.result_path("alps", "2:4", "Wall Hall T Z–").name == "alps-2of4-Wall-Hall-T.json"
+    assert peers_run.result_path("alps", "50%", "W– H– T Z–", seed=1).name == "alps-50pct-T-seed1.json"
+    assert peers_run.result_path("alps", "70%", "W128 H128 T Zall").name == "alps-70pct-W128-H128-T-Zall.json"

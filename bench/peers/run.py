@@ -52,11 +52,12 @@ def slug(setting: str) -> str:
 
 def result_path(peer: str, setting: str, tag: str, seed: int = 0) -> Path:
     """The peer's JSON: <peer>-<setting>.json for the grid's evaluation (W128 H128 T Z500), the tag appended for any
-    other (a whole-test-set rescore, say), so that each scoring is kept and the scoreboard merges them. A pruning
-    from calibration windows of another seed goes to peers/seeds/<name>-seed<S>.json, outside the scoreboard."""
+    other (a whole-test-set rescore, say), so that each scoring is kept and the scoreboard merges them; the tag's
+    measures that were not scored ("Z–") are left out of the name (W128 H128 T Z– → W128-H128-T). A pruning from
+    calibration windows of another seed goes to peers/seeds/<name>-seed<S>.json, outside the scoreboard."""
     name = f"{peer}-{slug(setting)}"
     if tag != GRID_TAG:
-        name += "-" + re.sub(r"[^A-Za-z0-9]+", "-", tag).strip("-")
+        name += "-" + "-".join(re.sub(r"[^A-Za-z0-9]+", "", t) for t in tag.split() if not t.endswith("–"))
     if seed:
         return RESULTS / "peers" / "seeds" / f"{name}-seed{seed}.json"
     return RESULTS / "peers" / f"{name}.json"
