@@ -266,18 +266,21 @@ def _diff(r: dict, ref: dict | None, text: str) -> str:
 
 def table_tune(rows: list[dict]) -> str:
     """The tuning-text table (choices are made here): every row's tuning perplexity, and for match='dense' the
-    paired difference to the same mask with match='pruned' (rows of the scoreboard file count too)."""
+    paired difference to the same mask (and calibration seed) with match='pruned' (rows of the scoreboard file count
+    too); one row per calibration seed."""
     best: dict[tuple, dict] = {}
     for r in rows:
         if "tune" in r and r.get("protocol") == "v2" and not r["method"].startswith("peer:"):
             best.setdefault((r["method"], r["setting"], r.get("allocation", "uniform"), r.get("refit", False),
-                             r["recover"], match_of(r)), r)
+                             r["recover"], r.get("calib_seed", 0) if r["method"] != "dense" else 0, match_of(r)), r)
     out = ["| setting | mask | recovery | match | tuning ppl [95%] | Δ vs match=pruned (paired 95%) | prune s |",
            "|---|---|---|---|---:|---:|---:|"]
     for key, r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2:])):
         ref = best.get(key[:-1] + ("pruned",)) if key[-1] != "pruned" else None
-        out.append(f"| {r['setting']} | {r['method'] + (' (OWL)' if key[2] == 'owl' else '') + (' + refit' if key[3] else '')} | {r['recover']} | {key[-1]} | {_ci(r['tune'])} | "
-                   f"{_diff(r, ref, 'tune')} | {r.get('prune_seconds') or 0:.0f} |")
+        seed = f" [calibration seed {key[5]}]" if key[5] else ""
+        secs = "– (stopped)" if r.get("timing_invalid") else f"{r.get('prune_seconds') or 0:.0f}"
+        out.append(f"| {r['setting']} | {r['method'] + (' (OWL)' if key[2] == 'owl' else '') + (' + refit' if key[3] else '') + seed} | {r['recover']} | {key[-1]} | {_ci(r['tune'])} | "
+                   f"{_diff(r, ref, 'tune')} | {secs} |")
     return "\n".join(out) + "\n"
 
 
@@ -622,7 +625,8 @@ def main() -> None:
     if a.tune_only:
         v2_file = RESULTS / f"{NAME['v2']}.jsonl"
         md = table_tune(rows + (read_jsonl(v2_file) if v2_file.exists() and a.name != NAME["v2"] else []))
-        (RESULTS / f"{a.name}.md").write_text(TUNE_HEADER + md)
+        scored = any(r.get("eval", {}).get("wikitext_windows", -1) >= 0 for r in rows)  # the file's own table shows more
+        (RESULTS / f"{a.name}{'-tune' if scored else ''}.md").write_text(TUNE_HEADER + md)
         print(md)
         return
     if a.protocol == "v2":

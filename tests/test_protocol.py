@@ -306,3 +306,25 @@ def test_a_pruning_from_another_calibration_seed_is_another_mask_and_row_kept_ou
     monkeypatch.setattr(sys, "argv", ["smollm.py", "--calib-seed", "2", "--settings", "50%", "--methods", "alps"])
     with pytest.raises(SystemExit, match="another --name"):
         smollm.main()
+
+
+def test_the_tuning_table_keeps_prunings_of_other_calibration_seeds_apart():
+    """One row per calibration seed (a seed-1 pruning was shown in place of seed 0, seed 2 dropped), its match=dense
+    difference taken against the pruned-match row of the same seed, and a void timing shown as such."""
+    import smollm
+
+    def tuned(seed, scale, match=None, **kw):
+        r = _row("alps", "2:4", scale, prune_seconds=100.0 + seed, **kw)
+        r["tune"] = r["wikitext"]
+        r.update({"calib_seed": seed} if seed else {})
+        r.update({"match": "dense", "match_strength": 0.25} if match else {})
+        return r
+
+    rows = [tuned(0, 1.0, True), tuned(1, 1.02, True, timing_invalid="resumed"), tuned(2, 1.04, True), tuned(2, 1.1)]
+    lines = smollm.table_tune(rows).splitlines()[2:]
+    assert len(lines) == 4
+    labels = [line.split("|")[2].strip() for line in lines]
+    assert labels == ["alps", "alps [calibration seed 1]", "alps [calibration seed 2]", "alps [calibration seed 2]"]
+    cells = [[c.strip() for c in line.split("|")] for line in lines]
+    assert cells[1][-2] == "– (stopped)" and cells[0][-2] == "100" and cells[2][-2] == "102"
+    assert cells[2][6] != "–" and cells[0][6] == cells[1][6] == "–"  # seed 2 has its pruned-match row; 0 and 1 none
