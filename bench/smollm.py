@@ -384,7 +384,7 @@ def table_v2(rows: list[dict]) -> str:
         rel = r["mean_relative_error"] / w if w and r.get("mean_relative_error") is not None else None
         z = r.get("zeroshot")
         cells = ["–" if r["method"] == "dense" else r["setting"], label_v2(r), r["recover"], _ci(r.get("wikitext")),
-                 f"{over_dense(r, dense):.3f}" if dense else "–",
+                 f"{over_dense(r, dense):.3f}" if dense and "wikitext" in r else "–",
                  _diff(r, _ref(ref, r), "wikitext"), _ci(r.get("heldout")),
                  _diff(r, _ref(ref, r), "heldout"), f"{r['tune']['ppl']:.2f}" if r.get("tune") else "–",
                  _zs(r), f"{100 * z['mean_acc_norm']:.2f}" if z else "–", f"{rel:.3f}" if rel else "–",

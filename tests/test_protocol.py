@@ -328,3 +328,15 @@ def test_the_tuning_table_keeps_prunings_of_other_calibration_seeds_apart():
     cells = [[c.strip() for c in line.split("|")] for line in lines]
     assert cells[1][-2] == "– (stopped)" and cells[0][-2] == "100" and cells[2][-2] == "102"
     assert cells[2][6] != "–" and cells[0][6] == cells[1][6] == "–"  # seed 2 has its pruned-match row; 0 and 1 none
+
+
+def test_the_scoreboard_table_renders_a_row_scored_on_the_tuning_text_alone():
+    """A --tune-only row (no WikiText, no heldout) beside a dense row: its cells are "–", not a KeyError."""
+    import smollm
+
+    tuned = _row("sparsegpt", "2:4", 1.0, calib_seed=1, eval_tag="W– H– T Z–")
+    tuned["tune"] = tuned.pop("wikitext")
+    del tuned["heldout"]
+    (line,) = [ln for ln in smollm.table_v2([_row("dense", "–", 0.8), tuned]).splitlines() if "seed 1" in ln]
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[4:9] == ["–"] * 5 and cells[9] == f"{tuned['tune']['ppl']:.2f}"
