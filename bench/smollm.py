@@ -188,8 +188,8 @@ def match_of(r: dict) -> str:
     return f"dense α={r.get('match_strength', 1.0):g}" if r.get("match") == "dense" else "pruned"
 
 
-def mask_label(r: dict) -> str:
-    match = f" (match {match_of(r)})" if r.get("match") == "dense" and r["method"] != "dense" else ""
+def mask_label(r: dict, with_match: bool = True) -> str:
+    match = f" (match {match_of(r)})" if with_match and r.get("match") == "dense" and r["method"] != "dense" else ""
     seed = f" [calibration seed {r['calib_seed']}]" if r.get("calib_seed") and r["method"] != "dense" else ""
     return (r["method"] + (" (OWL)" if r.get("allocation") == "owl" else "") + match
             + (" + refit" if r.get("refit") else "") + seed)
@@ -264,6 +264,13 @@ def _diff(r: dict, ref: dict | None, text: str) -> str:
     return f"{c['diff']:+.2f} [{c['diff_lo']:+.2f}, {c['diff_hi']:+.2f}]{mark}"
 
 
+def prune_cell(r: dict, star_cached: bool = False) -> str:
+    """A row's prune seconds for the tables; "– (stopped)" where its timing is void, * for a mask from the cache."""
+    if r.get("timing_invalid"):
+        return "– (stopped)"
+    return f"{r.get('prune_seconds') or 0:.0f}" + ("*" if star_cached and r.get("mask_cached") else "")
+
+
 def table_tune(rows: list[dict]) -> str:
     """The tuning-text table (choices are made here): every row's tuning perplexity, and for match='dense' the
     paired difference to the same mask (and calibration seed) with match='pruned' (rows of the scoreboard file count
@@ -277,10 +284,8 @@ def table_tune(rows: list[dict]) -> str:
            "|---|---|---|---|---:|---:|---:|"]
     for key, r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2:])):
         ref = best.get(key[:-1] + ("pruned",)) if key[-1] != "pruned" else None
-        seed = f" [calibration seed {key[5]}]" if key[5] else ""
-        secs = "– (stopped)" if r.get("timing_invalid") else f"{r.get('prune_seconds') or 0:.0f}"
-        out.append(f"| {r['setting']} | {r['method'] + (' (OWL)' if key[2] == 'owl' else '') + (' + refit' if key[3] else '') + seed} | {r['recover']} | {key[-1]} | {_ci(r['tune'])} | "
-                   f"{_diff(r, ref, 'tune')} | {secs} |")
+        out.append(f"| {r['setting']} | {mask_label(r, with_match=False)} | {r['recover']} | {key[-1]} | {_ci(r['tune'])} | "
+                   f"{_diff(r, ref, 'tune')} | {prune_cell(r)} |")
     return "\n".join(out) + "\n"
 
 
@@ -388,8 +393,7 @@ def table_v2(rows: list[dict]) -> str:
                  _diff(r, _ref(ref, r), "wikitext"), _ci(r.get("heldout")),
                  _diff(r, _ref(ref, r), "heldout"), f"{r['tune']['ppl']:.2f}" if r.get("tune") else "–",
                  _zs(r), f"{100 * z['mean_acc_norm']:.2f}" if z else "–", f"{rel:.3f}" if rel else "–",
-                 "– (stopped)" if r.get("timing_invalid") else
-                 f"{r.get('prune_seconds') or 0:.0f}" + ("*" if r.get("mask_cached") else ""),
+                 prune_cell(r, star_cached=True),
                  f"{r.get('eval_seconds') or 0:.0f}", f"{r.get('peak_memory_mb') or 0:.0f}", r.get("eval_tag", "–")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
