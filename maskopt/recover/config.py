@@ -112,6 +112,9 @@ class PERPConfig:
     loss: str = "lm"
     lm_weight: float = 0.0
     temperature: float = 1.0
+    # 'kd' only: + hidden_weight · (1/L) Σ_blocks mean_t ‖h_model − h_dense‖² / ‖h_dense‖² (each block's output,
+    # per token: intermediate-layer distillation)
+    hidden_weight: float = 0.0
     micro_batch: int = 0  # sequences per forward/backward, gradients accumulated over the batch (0: the whole batch)
 
     def __post_init__(self) -> None:
@@ -142,6 +145,8 @@ class PERPConfig:
         if not 0 <= self.lm_weight <= 1 or (self.lm_weight and self.loss != "kd"):
             raise ValueError(f"lm_weight mixes the LM loss into loss='kd' and lies in [0, 1], got {self.lm_weight!r}")
         _positive("temperature", self.temperature)
+        if self.hidden_weight < 0 or (self.hidden_weight and self.loss != "kd"):
+            raise ValueError(f"hidden_weight adds block-output distillation to loss='kd' and is ≥ 0, got {self.hidden_weight!r}")
         if self.micro_batch < 0:
             raise ValueError(f"micro_batch must be ≥ 0 (0: the whole batch), got {self.micro_batch}")
 

@@ -57,18 +57,32 @@ def _unset_checkpointing(model: nn.Module) -> None:
     (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
 
 
+def hidden_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """(1/L) Σ_l mean_t ‖h_l − h*_l‖² / ‖h*_l‖² over the L block outputs (``hidden_states[1:]``, each B × T × d; in
+    transformers the last one is taken after the final norm), per token relative to the dense model's so that the few tokens with huge activations do not dominate."""
+    if len(student) != len(teacher):
+        raise ValueError(f"student has {len(student)} hidden states, the dense model {len(teacher)}")
+    terms = [((s.float() - t.float()).pow(2).sum(-1) / t.float().pow(2).sum(-1).clamp_min(1e-12)).mean()
+             for s, t in zip(student[1:], teacher[1:])]
+    return torch.stack(terms).mean()
+
+
 def batch_loss(model: nn.Module, batch: torch.Tensor, config: PERPConfig, teacher: nn.Module | None = None) -> torch.Tensor:
     """The training loss of one batch of token ids: next-token cross-entropy ('lm'), or the mean over tokens of
-    τ² · KL(p_teacher ‖ p_model) at temperature τ ('kd'), mixed with the LM loss by ``lm_weight``."""
+    τ² · KL(p_teacher ‖ p_model) at temperature τ ('kd'), mixed with the LM loss by ``lm_weight``, plus
+    ``hidden_weight`` · :func:`hidden_loss` of the block outputs."""
     if config.loss == "lm":
         return model(input_ids=batch, labels=batch, use_cache=False).loss
     tau = config.temperature
+    hid = bool(config.hidden_weight)
     with torch.no_grad():
-        t_logp = F.log_softmax(teacher(input_ids=batch, use_cache=False).logits.float() / tau, -1)
-    out = model(input_ids=batch, labels=batch if config.lm_weight else None, use_cache=False)
+        t_out = teacher(input_ids=batch, use_cache=False, output_hidden_states=hid)
+        t_logp = F.log_softmax(t_out.logits.float() / tau, -1)
+    out = model(input_ids=batch, labels=batch if config.lm_weight else None, use_cache=False, output_hidden_states=hid)
     s_logp = F.log_softmax(out.logits.float() / tau, -1)
     kd = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * tau**2
-    return kd if not config.lm_weight else (1 - config.lm_weight) * kd + config.lm_weight * out.loss
+    loss = kd if not config.lm_weight else (1 - config.lm_weight) * kd + config.lm_weight * out.loss
+    return loss + config.hidden_weight * hidden_loss(out.hidden_states, t_out.hidden_states) if hid else loss
 
 
 def perp_retrain(model: nn.Module, windows: torch.Tensor, config: PERPConfig | None = None, *,

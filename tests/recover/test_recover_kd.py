@@ -70,7 +70,8 @@ def test_micro_batches_give_the_whole_batch_gradient(loss):
 @pytest.mark.parametrize("bad,msg", [
     (dict(loss="ce"), "loss must be"), (dict(loss="kd", lm_weight=1.5), "lm_weight"),
     (dict(lm_weight=0.5), "lm_weight"), (dict(loss="kd", temperature=0), "temperature"),
-    (dict(micro_batch=-1), "micro_batch"),
+    (dict(micro_batch=-1), "micro_batch"), (dict(hidden_weight=1.0), "hidden_weight"),
+    (dict(loss="kd", hidden_weight=-1.0), "hidden_weight"),
 ])
 def test_bad_kd_settings(bad, msg):
     with pytest.raises(ValueError, match=msg):
@@ -119,3 +120,57 @@ def test_default_lr_follows_the_loss_and_an_explicit_lr_wins():
     assert make_stage("full:loss=kd", "recover").options.lr == FULL_KD_LR
     assert make_stage("full", "recover").options.lr == LM_LR
     assert make_stage("full:loss=kd,lr=1e-5", "recover").options.lr == 1e-5
+
+
+def test_hidden_distillation_is_the_mean_relative_block_error_and_zero_at_the_teacher():
+    """hidden_weight adds (1/L) Σ_l mean_t ‖h_l − h*_l‖²/‖h*_l‖², over the block outputs captured here by hooks."""
+    from maskopt.recover.perp import hidden_loss
+
+    dense, pruned, _ = pruned_pair("llama")
+    x = windows(3, 10, seed=4)
+    outs = {}
+    hooks = [blk.register_forward_hook(lambda mod, i, o, key=(name, k): outs.__setitem__(key, o[0] if isinstance(o, tuple) else o))
+             for name, model in (("t", dense), ("s", pruned)) for k, blk in enumerate(model.model.layers)]
+    with torch.no_grad():
+        kd = batch_loss(pruned, x, PERPConfig(loss="kd"), dense)
+        got = batch_loss(pruned, x, PERPConfig(loss="kd", hidden_weight=0.5), dense)
+    for h in hooks:
+        h.remove()
+    n = len(dense.model.layers)
+    expect = []
+    for k in range(n):
+        s, t = outs["s", k].double(), outs["t", k].double()
+        if k == n - 1:  # transformers reports the last block's output after the final norm
+            s, t = pruned.model.norm(outs["s", k]).double(), dense.model.norm(outs["t", k]).double()
+        expect.append(((s - t).pow(2).sum(-1) / t.pow(2).sum(-1)).mean().detach())
+    expect = torch.stack(expect).mean()
+    assert float(expect) > 1e-3  # the pruned model's blocks do differ
+    torch.testing.assert_close((got - kd).double(), 0.5 * expect, rtol=1e-4, atol=1e-7)
+    twin = copy.deepcopy(dense)
+    with torch.no_grad():
+        assert float(batch_loss(twin, x, PERPConfig(loss="kd", hidden_weight=1.0), dense)) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match="hidden states"):
+        hidden_loss((x.float(),) * 3, (x.float(),) * 2)
+
+
+def test_hidden_distillation_trains_towards_the_dense_blocks():
+    """Retraining with hidden_weight lowers the block-output error more than distillation of the logits alone."""
+    from maskopt.recover.perp import hidden_loss
+
+    dense, pruned, _ = pruned_pair("llama")
+    train, held = windows(16, 16, seed=5), windows(4, 16, seed=6)
+
+    def block_err(model):
+        with torch.no_grad():
+            return float(hidden_loss(model(input_ids=held, output_hidden_states=True).hidden_states,
+                                     dense(input_ids=held, output_hidden_states=True).hidden_states))
+
+    errs = {"before": block_err(pruned)}
+    for w in (0.0, 10.0):
+        model = copy.deepcopy(pruned)
+        masks = masks_of(model)
+        perp_retrain(model, train, PERPConfig(mode="masklora", loss="kd", lr=1e-2, steps=20, batch_size=8, r=4,
+                                              alpha=8, hidden_weight=w), progress=False, teacher=dense)
+        assert_mask_kept(model, masks)
+        errs[w] = block_err(model)
+    assert errs[10.0] < 0.9 * errs[0.0] < errs["before"], errs
