@@ -340,3 +340,32 @@ def test_the_scoreboard_table_renders_a_row_scored_on_the_tuning_text_alone():
     (line,) = [ln for ln in smollm.table_v2([_row("dense", "–", 0.8), tuned]).splitlines() if "seed 1" in ln]
     cells = [c.strip() for c in line.split("|")]
     assert cells[4:9] == ["–"] * 5 and cells[9] == f"{tuned['tune']['ppl']:.2f}"
+
+
+def test_a_tune_only_run_into_a_file_with_fuller_rows_writes_its_table_beside_that_files_own(tmp_path, monkeypatch):
+    """--tune-only rebuilds the tuning table; into a file whose rows are scored beyond the tuning text it goes to
+    <name>-tune.md and leaves <name>.md (that file's own, fuller table) untouched; a tuning-only file gets <name>.md."""
+    import json
+
+    import smollm
+
+    monkeypatch.setattr(smollm, "RESULTS", tmp_path)
+
+    def tuned(seed, scale, scored):
+        r = _row("alps", "2:4", scale, calib_seed=seed, match="dense", match_strength=0.25)
+        r["tune"] = r["wikitext"]
+        if not scored:
+            r["eval"] = {"wikitext_windows": -1}
+            del r["wikitext"], r["heldout"]
+        return r
+
+    for name, scored in (("full", True), ("tuneonly", False)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(tuned(s, 1 + s / 50, scored and s == 1)) + "\n"
+                                                        for s in (1, 2)))
+        (tmp_path / f"{name}.md").write_text("the file's own table\n")
+        monkeypatch.setattr(sys, "argv", ["smollm.py", "--name", name, "--tune-only", "--table"])
+        smollm.main()
+    assert (tmp_path / "full.md").read_text() == "the file's own table\n"
+    assert "calibration seed 2" in (tmp_path / "full-tune.md").read_text()
+    assert "calibration seed 2" in (tmp_path / "tuneonly.md").read_text()
+    assert not (tmp_path / "tuneonly-tune.md").exists()
