@@ -53,7 +53,11 @@ CACHE = Path(os.environ.get("MASKOPT_RECOVERY_CACHE", Path.home() / ".cache" / "
 MASK_ROOT = Path(os.environ.get("MASKOPT_BENCH_MASKS", Path.home() / ".cache" / "maskopt" / "bench-masks"))
 MASKS = {"sparsegpt-50": "smollm-sparsegpt-50_-uniform-refitno-128x256-v2",
          "wanda-50": "smollm-wanda-50_-uniform-refitno-128x256-v2",
-         "alps-match-50": "smollm-alps-50_-uniform-refitno-128x256-v2-matchdense0.25"}
+         "alps-match-50": "smollm-alps-50_-uniform-refitno-128x256-v2-matchdense0.25",
+         # the same command pruned again on another machine: a different mask (ALPS's floating-point order), the
+         # same one each time it was pruned on this project's CPU machines since; bench/smollm.py writes it to the
+         # first folder name, renamed to this one before use
+         "alps-match-50-rerun": "smollm-alps-50_-uniform-refitno-128x256-v2-matchdense0.25-rerun"}
 # mask → its unrecovered scoreboard row: (method, setting, match)
 V2_METHOD = {"sparsegpt-50": ("sparsegpt", "50%", "pruned"), "wanda-50": ("wanda", "50%", "pruned"),
              "alps-match-50": ("alps", "50%", "dense"), "dense": ("dense", "–", "pruned")}
@@ -61,6 +65,8 @@ EN_CALIB = SHARED / "data" / "english-calib" / "calib.txt"
 SEQLEN = 256
 MICRO_BATCH = 2  # distillation: windows per forward/backward (gradients accumulated over the batch of 8)
 LEVELS = ("tune", "ppl", "full")
+# masks whose unrecovered scores are not scoreboard rows: their rescoring (W128 H128 T) and zero-shot files
+RERUNS = {"alps-match-50-rerun": ("reruns-alps-match-50-W128-H128-T.json", "zeroshot_docs/maskopt-alps-match-50-rerun.json")}
 
 
 # ---- keys ------------------------------------------------------------------------------------------------------
@@ -226,6 +232,14 @@ def v2_reference_rows() -> list[dict]:
                 lvl = "full" if r.get("zeroshot") else "ppl"
                 out.append({**r, "mask": mask, "objective": "lm", "recover": "none", "data": "–", "level": lvl,
                             "key": config_key(mask, "lm", "none", "–"), "source": "smollm_v2.jsonl"})
+    for mask, (ppl_file, zs_file) in RERUNS.items():
+        if not (RESULTS / ppl_file).is_file():
+            continue
+        r = json.loads((RESULTS / ppl_file).read_text())
+        zs = json.loads((RESULTS / zs_file).read_text()) if (RESULTS / zs_file).is_file() else None
+        out.append({**r, "zeroshot": zs, "eval_tag": r["eval_tag"].replace("Z–", f"Z{zs['limit'] or 'all'}") if zs else r["eval_tag"],
+                    "mask": mask, "objective": "lm", "recover": "none", "data": "–", "level": "full" if zs else "ppl",
+                    "key": config_key(mask, "lm", "none", "–"), "source": ppl_file})
     return out
 
 
