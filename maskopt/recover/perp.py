@@ -59,7 +59,8 @@ def _unset_checkpointing(model: nn.Module) -> None:
 
 def hidden_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """(1/L) Σ_l mean_t ‖h_l − h*_l‖² / ‖h*_l‖² over the L block outputs (``hidden_states[1:]``, each B × T × d; in
-    transformers the last one is taken after the final norm), per token relative to the dense model's so that the few tokens with huge activations do not dominate."""
+    transformers the last one is taken after the final norm), per token relative to the dense model's so that the
+    few tokens with huge activations do not dominate."""
     if len(student) != len(teacher):
         raise ValueError(f"student has {len(student)} hidden states, the dense model {len(teacher)}")
     terms = [((s.float() - t.float()).pow(2).sum(-1) / t.float().pow(2).sum(-1).clamp_min(1e-12)).mean()
