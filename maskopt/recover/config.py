@@ -31,7 +31,7 @@ class ReconstructConfig:
 
     granularity: str = "subblock"
     n_blocks: int = 2
-    lr: float = 1e-4  # SmolLM2, Wanda 50%, subblock, 1 epoch: 1e-5 → 59.59, 1e-4 → 58.41, 1e-3 → 70.81 (none 60.34)
+    lr: float = 1e-4  # tuning text (protocol v2), Wanda 50%, subblock, 1 epoch: 1e-4 → 53.73, 1e-3 → 56.23 (none 59.41)
     epochs: int = 1
     batch_size: int = 8
     weight_decay: float = 0.0

@@ -1,0 +1,90 @@
+"""bench/results/defaults.md names every default of the configs that changes a pruned or recovered model, with the
+value the code has (issue 20: every default justified by a measurement or a stated convention)."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from maskopt.config import PruneConfig
+from maskopt.recover.config import PERPConfig, ReconstructConfig
+
+DOC = Path(__file__).resolve().parents[1] / "bench" / "results" / "defaults.md"
+CONFIGS = {c.__name__: c for c in (PruneConfig, PERPConfig, ReconstructConfig)}
+# fields that do not change the model a run produces, or that state the user's problem rather than choose how to solve it
+NOT_CHOICES = {
+    "PruneConfig": {"sparsity", "method_options", "seed", "batch_size", "device", "offload", "reference", "certify",
+                    "certify_shift", "targets", "ignore", "sparsity_overrides", "progress"},
+    "PERPConfig": {"steps", "seed", "grad_checkpointing", "micro_batch"},
+    "ReconstructConfig": {"seed"},
+}
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def documented(text: str) -> dict[tuple[str, str], list[str]]:
+    """(config, field) → the value cells of the table rows whose first cell names it.
+
+    A first cell names fields as `Config.field`; a bare `name` after it is another field of the same config."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not line.startswith("|"):
+            continue
+        config = None
+        fields = []
+        for tok in re.findall(r"`([^`]+)`", cells[0]):
+            head, dot, tail = tok.partition(".")
+            if dot and head in CONFIGS:
+                config = head
+                fields.append((config, tail))
+            elif config is not None and IDENT.match(tok):
+                fields.append((config, tok))
+        for key in fields:
+            out.setdefault(key, []).append(cells[1] if len(fields) == 1 else "")
+    return out
+
+
+def default_of(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def stated_value(cell: str):
+    """The value a row states: its text before any parenthesis, backticks removed, as a literal where it is one."""
+    text = cell.split(" (")[0].replace("`", "").strip()
+    if text == "[]":
+        return []
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def test_the_parser_reads_a_row_naming_two_fields_of_one_config():
+    rows = documented("| `PERPConfig.r`, `alpha` | 16, 32 | convention | – |\n| x | y | z |")
+    assert set(rows) == {("PERPConfig", "r"), ("PERPConfig", "alpha")}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_every_choice_a_config_makes_has_a_row(config):
+    rows = documented(DOC.read_text())
+    missing = [f.name for f in dataclasses.fields(CONFIGS[config])
+               if f.name not in NOT_CHOICES[config] and (config, f.name) not in rows]
+    assert not missing, f"{config} defaults without a row in {DOC.name}: {missing}"
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_a_row_naming_one_field_states_the_value_the_code_has(config):
+    rows = documented(DOC.read_text())
+    checked = 0
+    for f in dataclasses.fields(CONFIGS[config]):
+        value = default_of(f)
+        for cell in rows.get((config, f.name), []):
+            if not cell or value is None:
+                continue  # a row over several fields, or a default that depends on another field (PERPConfig.lr)
+            stated = stated_value(cell)
+            assert stated == value or str(stated) == str(value), (config, f.name, cell, value)
+            checked += 1
+    assert checked > 0
