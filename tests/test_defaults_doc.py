@@ -11,6 +11,7 @@ import pytest
 
 from maskopt.config import PruneConfig
 from maskopt.recover.config import PERPConfig, ReconstructConfig
+from maskopt.solve.methods.registry import available, method_options
 
 DOC = Path(__file__).resolve().parents[1] / "bench" / "results" / "defaults.md"
 CONFIGS = {c.__name__: c for c in (PruneConfig, PERPConfig, ReconstructConfig)}
@@ -21,13 +22,16 @@ NOT_CHOICES = {
     "PERPConfig": {"steps", "seed", "grad_checkpointing", "micro_batch"},
     "ReconstructConfig": {"seed"},
 }
+# method options that only set precision, memory or which rows run, or that pass options on to another method
+NOT_METHOD_CHOICES = {"dtype", "mem_cap_mb", "batch_rows", "warm_options", "rows", "max_d"}
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def documented(text: str) -> dict[tuple[str, str], list[str]]:
     """(config, field) → the value cells of the table rows whose first cell names it.
 
-    A first cell names fields as `Config.field`; a bare `name` after it is another field of the same config."""
+    A first cell names fields as `Config.field`, or a method as `name` then its options as `option`; a bare `name`
+    after either is another field of the same config or method."""
     out: dict[tuple[str, str], list[str]] = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -40,6 +44,8 @@ def documented(text: str) -> dict[tuple[str, str], list[str]]:
             if dot and head in CONFIGS:
                 config = head
                 fields.append((config, tail))
+            elif config is None and tok in available():
+                config = tok
             elif config is not None and IDENT.match(tok):
                 fields.append((config, tok))
         for key in fields:
@@ -88,3 +94,16 @@ def test_a_row_naming_one_field_states_the_value_the_code_has(config):
             assert stated == value or str(stated) == str(value), (config, f.name, cell, value)
             checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("method", available())
+def test_every_option_of_a_method_that_changes_its_mask_has_a_row_with_its_value(method):
+    rows = documented(DOC.read_text())
+    options = {k: v for k, v in method_options(method).items() if k not in NOT_METHOD_CHOICES}
+    missing = [k for k in options if (method, k) not in rows]
+    assert not missing, f"method {method!r}: options without a row in {DOC.name}: {missing}"
+    for k, value in options.items():
+        for cell in rows[(method, k)]:
+            if cell and value is not None:
+                stated = stated_value(cell)
+                assert stated == value or str(stated) == str(value), (method, k, cell, value)
