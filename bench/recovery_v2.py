@@ -275,7 +275,7 @@ def closed(r: dict, p0: dict | None, d0: dict | None, text: str) -> str:
     """Share of the pruned model's gap to dense closed: (P0 − R) / (P0 − D0) for perplexity, the other way round
     for accuracy."""
     if text == "zeroshot":
-        get = lambda x: (x or {}).get("zeroshot", {}).get("mean_acc")  # noqa: E731
+        get = lambda x: ((x or {}).get("zeroshot") or {}).get("mean_acc")  # noqa: E731
         a, b, c = get(r), get(p0), get(d0)
         if None not in (a, b, c) and b >= c:  # the pruned model is not below dense: no gap to close
             return f"no gap ({100 * (a - c):+.2f} pt vs dense)"

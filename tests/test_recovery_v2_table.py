@@ -34,3 +34,20 @@ def test_a_rerun_masks_gaps_are_taken_against_its_own_unrecovered_scores(tmp_pat
     # (pruned − recovered) / (pruned − dense): 50/80 for the scoreboard's pruning, 40/60 for the one pruned again
     assert lines["alps-match-50full:lr=5e-4"][10].startswith("75% / 75%")
     assert lines["alps-match-50-rerunfull:lr=5e-4"][10].startswith("50% / 50%")
+
+
+def test_a_rerun_scored_on_the_tuning_text_only_has_a_tune_row_and_no_zero_shot(tmp_path, monkeypatch):
+    monkeypatch.setattr(recovery_v2, "RESULTS", tmp_path)
+    monkeypatch.setattr(recovery_v2, "V2_ROWS", tmp_path / "smollm_v2.jsonl")
+    (tmp_path / "smollm_v2.jsonl").write_text("")
+    ppl_file, _ = recovery_v2.RERUNS["wanda-50-rerun"]
+    (tmp_path / ppl_file).write_text(json.dumps({"protocol": "v2", "eval_tag": "W– H– T Z–",
+                                                 "tune": {"ppl": 59.0, "lo": 58.0, "hi": 60.0}}))
+    rows = [r for r in recovery_v2.v2_reference_rows() if r["mask"] == "wanda-50-rerun"]
+    assert [r["level"] for r in rows] == ["tune"]
+    recovered = [{"mask": "wanda-50-rerun", "objective": "lm", "recover": "matrix", "data": "wiki:128", "level": "tune",
+                  "key": recovery_v2.config_key("wanda-50-rerun", "lm", "matrix", "wiki:128"), "eval_tag": "W– H– T Z–",
+                  "tune": {"ppl": 55.0, "lo": 54.0, "hi": 56.0}}]
+    lines = {ln.split("|")[1].strip() + ln.split("|")[3].strip(): [c.strip() for c in ln.split("|")]
+             for ln in recovery_v2.table(recovered).splitlines()[2:]}
+    assert lines["wanda-50-rerunnone"][8] == "59.00" and lines["wanda-50-rerunnone"][9] == "–"
