@@ -3,13 +3,14 @@ value the code has (issue 20: every default justified by a measurement or a stat
 from __future__ import annotations
 
 import ast
-import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from maskopt.config import PruneConfig
+from maskopt.options import defaults
 from maskopt.recover.config import PERPConfig, ReconstructConfig
 from maskopt.solve.methods.registry import available, method_options
 
@@ -53,10 +54,6 @@ def documented(text: str) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def default_of(f: dataclasses.Field):
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
 def stated_value(cell: str):
     """The value a row states: its text before any parenthesis, backticks removed, as a literal where it is one."""
     text = cell.split(" (")[0].replace("`", "").strip()
@@ -73,37 +70,32 @@ def test_the_parser_reads_a_row_naming_two_fields_of_one_config():
     assert set(rows) == {("PERPConfig", "r"), ("PERPConfig", "alpha")}
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_every_choice_a_config_makes_has_a_row(config):
+OWNERS = sorted(CONFIGS) + available()
+
+
+def choices(owner: str) -> dict[str, Any]:
+    """The defaults of a config or a registered method that change a model, by field or option name."""
+    if owner in CONFIGS:
+        return {k: v for k, v in defaults(CONFIGS[owner]).items() if k not in NOT_CHOICES[owner]}
+    return {k: v for k, v in method_options(owner).items() if k not in NOT_METHOD_CHOICES}
+
+
+@pytest.mark.parametrize("owner", OWNERS)
+def test_every_choice_of_a_config_or_method_has_a_row(owner):
     rows = documented(DOC.read_text())
-    missing = [f.name for f in dataclasses.fields(CONFIGS[config])
-               if f.name not in NOT_CHOICES[config] and (config, f.name) not in rows]
-    assert not missing, f"{config} defaults without a row in {DOC.name}: {missing}"
+    missing = [k for k in choices(owner) if (owner, k) not in rows]
+    assert not missing, f"{owner} defaults without a row in {DOC.name}: {missing}"
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_a_row_naming_one_field_states_the_value_the_code_has(config):
+@pytest.mark.parametrize("owner", OWNERS)
+def test_a_row_naming_one_choice_states_the_value_the_code_has(owner):
     rows = documented(DOC.read_text())
     checked = 0
-    for f in dataclasses.fields(CONFIGS[config]):
-        value = default_of(f)
-        for cell in rows.get((config, f.name), []):
+    for k, value in choices(owner).items():
+        for cell in rows.get((owner, k), []):
             if not cell or value is None:
                 continue  # a row over several fields, or a default that depends on another field (PERPConfig.lr)
             stated = stated_value(cell)
-            assert stated == value or str(stated) == str(value), (config, f.name, cell, value)
+            assert stated == value or str(stated) == str(value), (owner, k, cell, value)
             checked += 1
-    assert checked > 0
-
-
-@pytest.mark.parametrize("method", available())
-def test_every_option_of_a_method_that_changes_its_mask_has_a_row_with_its_value(method):
-    rows = documented(DOC.read_text())
-    options = {k: v for k, v in method_options(method).items() if k not in NOT_METHOD_CHOICES}
-    missing = [k for k in options if (method, k) not in rows]
-    assert not missing, f"method {method!r}: options without a row in {DOC.name}: {missing}"
-    for k, value in options.items():
-        for cell in rows[(method, k)]:
-            if cell and value is not None:
-                stated = stated_value(cell)
-                assert stated == value or str(stated) == str(value), (method, k, cell, value)
+    assert checked > 0 or owner not in CONFIGS
